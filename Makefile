@@ -1,0 +1,48 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo lint proto proto-lint quality clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole test suite (the command CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Simulate → features → feast apply → materialize → train → serve → score.
+demo: $(STAMP)
+	$(BIN)/nudge demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy nudge service training tests
+
+## Regenerate nudge/v1 from proto/ (never edit the generated files by hand).
+proto: $(STAMP)
+	$(BIN)/python -m nudge.protogen && touch nudge/v1/__init__.py
+
+clean:
+	rm -rf data models quality feature_repo/data .pytest_cache .mypy_cache .ruff_cache
+
+proto-lint:
+	cd proto && npx --yes @bufbuild/buf lint
+
+## The quality table in README: 20k customers x 180 days, every step timed.
+QUALITY := quality
+quality: $(STAMP)
+	rm -rf $(QUALITY) && mkdir -p $(QUALITY)/repo/data
+	cp feature_repo/definitions.py feature_repo/feature_store.yaml $(QUALITY)/repo/
+	time $(BIN)/nudge simulate --customers 20000 --days 180 --seed 7 --out $(QUALITY)/data
+	time $(BIN)/nudge features --events $(QUALITY)/data/events.parquet --customers $(QUALITY)/data/customers.parquet --repo $(QUALITY)/repo
+	$(BIN)/feast -c $(QUALITY)/repo apply
+	time $(BIN)/nudge train --repo $(QUALITY)/repo --out $(QUALITY)/models --events $(QUALITY)/data/events.parquet \
+		--customers $(QUALITY)/data/customers.parquet --truth $(QUALITY)/data/truth.parquet

@@ -1,0 +1,1 @@
+"""nudge: purchase propensity and best send time over gRPC, from Feast features and ONNX models."""

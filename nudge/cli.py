@@ -1,0 +1,65 @@
+"""The ``nudge`` command: one entry point, one module per subcommand.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Only the chosen module is imported, so ``nudge --help`` and light
+subcommands start fast (``import feast`` alone costs seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+
+# name -> (module, one-line help). Order is the order of the pipeline.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("training.simulate", "Write simulated events, customers and ground truth."),
+    "features": ("training.features", "Build the point-in-time feature tables Feast reads."),
+    "train": ("training.train", "Train, evaluate and export both models from the Feast repo."),
+    "serve": ("service.server", "Run the gRPC scoring server."),
+    "score": ("service.client", "Score customers against a running server."),
+    "bench": ("service.bench", "Load-test a server the way ghz does; compare feature paths."),
+    "demo": ("nudge.demo", "Simulate, build features, train, serve and score, end to end."),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nudge",
+        description="Purchase propensity and best send time over gRPC, from Feast features and ONNX models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
+        + "\n\nRun 'nudge COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def load(command: str) -> ModuleType:
+    """Import the module that implements ``command``."""
+    return importlib.import_module(COMMANDS[command][0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``nudge COMMAND ...`` to the command's module."""
+    argv = sys.argv[1:] if argv is None else argv
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        top.parse_args(argv[:1] or ["--help"])
+        return 2
+    command, rest = argv[0], argv[1:]
+    module = load(command)
+    parser = argparse.ArgumentParser(
+        prog=f"nudge {command}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
