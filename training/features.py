@@ -1,0 +1,613 @@
+"""Build the point-in-time feature tables that the Feast repo's sources read.
+
+Reads events and customers (the schema is in training/events.py; invalid rows are refused,
+or dropped and counted with --drop-invalid) and writes, under REPO/data/:
+
+  customer_stats.parquet            one row per customer per snapshot
+  customer_time_histograms.parquet  one row per customer per snapshot with a new engagement
+
+Snapshots are at 00:00 UTC every --cadence-days days, counted back from the first midnight
+after the last event (so the newest snapshot reflects every event, as of the end of the data:
+materialise up to it) to the first one after the earliest event. A row's event_timestamp is
+its snapshot time, and a snapshot is computed only from events strictly before it: an event
+exactly at a snapshot counts from the next one.
+
+Definitions (all features float32; null where undefined, never a stand-in zero):
+  engagement      a customer-initiated event (purchase, site_visit, cart_add, email_open,
+                  email_click, sms_click, push_open). Bursts collapse: an engagement less than
+                  or exactly 1 h after the customer's previous one belongs to the same
+                  engagement, which keeps the first one's time.
+  windows         counts over [snapshot - N days, snapshot).
+  tenure_days     since the customer first appeared: signup or first event, whichever is
+                  earlier. A customer has rows from the first snapshot after that.
+  gap_*_days      over purchase trips (purchases collapsed like bursts, so a basket split
+                  into several orders is one trip); gap_std_days is the sample std.
+  cycle_ratio     days_since_last_purchase / gap_mean_days.
+  *_rate_90d      opens (clicks) / sends of the channel over 90 days; null without sends.
+  decide_time_hours  median over purchases of the hours since the latest site_visit or
+                  cart_add at most 48 h before the purchase (purchases without one skipped).
+  engagement_count_decayed  sum over engagements of 0.5 ** (age / 30 days).
+  hist_*          engagements by local hour of week (Monday 00h = slot 0), hour of day and
+                  day of week in the customer's IANA zone (DST-correct), each weighted
+                  0.5 ** (age / 60 days) and normalised to sum 1. Normalising cancels the
+                  common decay, so a histogram changes only with a new engagement: rows are
+                  written only then (the view has a long TTL); hist_event_count counts the
+                  engagements behind it.
+
+Counts are of raw events (orders, opens, clicks: a rate can exceed 1 when a message is
+opened twice); recency, gaps and histograms use the collapsed engagements or trips.
+
+Engine: numpy over events sorted by (customer, time). "The customer's events before time x"
+is a binary search per (customer, snapshot) -- exactly the point-in-time lookup, measured
+~10x faster here than DuckDB's ASOF joins -- and window counts are differences of prefix
+counts. DuckDB computes the one running median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError, load_event_data, validate
+
+DAY = 86_400  # seconds; all times below are integer Unix seconds
+BURST_GAP = 3_600  # engagements at most this far apart are one engagement
+DECIDE_WINDOW = 48 * 3_600
+COUNT_HALF_LIFE_DAYS = 30.0
+HIST_HALF_LIFE_DAYS = 60.0
+HOURS_PER_WEEK = 168
+
+STATS_TABLE = "customer_stats"
+HISTOGRAMS_TABLE = "customer_time_histograms"
+# Feature columns, in the order of feature_repo/definitions.py (tests/test_feast_repo.py checks).
+STATS_FEATURES: tuple[str, ...] = (
+    "tenure_days",
+    "purchase_count_7d",
+    "purchase_count_30d",
+    "purchase_count_90d",
+    "purchase_count_total",
+    "days_since_last_purchase",
+    "amount_total_90d",
+    "amount_avg",
+    "gap_mean_days",
+    "gap_std_days",
+    "cycle_ratio",
+    "site_visit_count_7d",
+    "site_visit_count_30d",
+    "cart_add_count_30d",
+    "days_since_last_engagement",
+    "sends_30d",
+    "email_open_rate_90d",
+    "email_click_rate_90d",
+    "sms_click_rate_90d",
+    "push_open_rate_90d",
+    "decide_time_hours",
+    "engagement_count_decayed",
+)
+HISTOGRAM_FEATURES: tuple[str, ...] = (
+    "hist_hour_of_week",
+    "hist_hour_of_day",
+    "hist_day_of_week",
+    "hist_event_count",
+)
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_HISTOGRAM = pa.list_(pa.float32())
+STATS_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("event_timestamp", _TIMESTAMP),
+        *((name, pa.float32()) for name in STATS_FEATURES),
+        ("time_zone", pa.string()),
+    ]
+)
+HISTOGRAMS_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("event_timestamp", _TIMESTAMP),
+        *((name, _HISTOGRAM) for name in HISTOGRAM_FEATURES[:3]),
+        ("hist_event_count", pa.float32()),
+    ]
+)
+
+Progress = Callable[[str], None]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=Path, required=True, help="events file (.parquet or .csv)")
+    parser.add_argument("--customers", type=Path, required=True, help="customers file (.parquet or .csv)")
+    parser.add_argument("--repo", type=Path, required=True, help="Feast repo; tables go to REPO/data/")
+    parser.add_argument("--cadence-days", type=int, default=7, help="days between snapshots (default 7)")
+    parser.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="drop invalid rows (counted per reason) instead of failing",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    step = _Steps()
+    step.begin(f"reading {args.events} and {args.customers}")
+    try:
+        data = load_event_data(args.events, args.customers, drop_invalid=args.drop_invalid)
+    except (EventDataError, ValueError) as error:
+        print(f"nudge features: {error}", file=sys.stderr)
+        return 1
+    step.end(f"{len(data.events):,} events, {len(data.customers):,} customers")
+    step.begin(f"building features (snapshots every {args.cadence_days} days)")
+    stats, histograms = build_feature_arrow(
+        data.events, data.customers, args.cadence_days, progress=lambda text: print(f"      {text}")
+    )
+    step.end(f"{stats.num_rows:,} {STATS_TABLE} rows, {histograms.num_rows:,} {HISTOGRAMS_TABLE} rows")
+    for name, table in ((STATS_TABLE, stats), (HISTOGRAMS_TABLE, histograms)):
+        path = args.repo / "data" / f"{name}.parquet"
+        step.begin(f"writing {path}")
+        write_table(table, path)
+        step.end(f"{table.num_rows:,} rows, {path.stat().st_size / 1e6:,.1f} MB")
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+class _Steps:
+    """Prints each step as it starts and its result with the time it took."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.step_started = time.perf_counter()
+
+    def begin(self, text: str) -> None:
+        self.count += 1
+        self.step_started = time.perf_counter()
+        print(f"[{self.count}] {text} ...", flush=True)
+
+    def end(self, text: str) -> None:
+        print(f"    {text} ({time.perf_counter() - self.step_started:.1f} s)", flush=True)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write atomically (temp file + rename) so Feast never reads a half-written table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, temporary)
+    os.replace(temporary, path)
+
+
+def build_feature_tables(
+    events: pd.DataFrame, customers: pd.DataFrame, cadence_days: int = 7
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(customer_stats, customer_time_histograms)`` as DataFrames; the inputs are validated first.
+
+    Histogram cells hold float32 numpy arrays. Raises ``EventDataError`` on invalid input.
+    """
+    data = validate(events, customers)
+    stats, histograms = build_feature_arrow(data.events, data.customers, cadence_days)
+    return stats.to_pandas(), histograms.to_pandas()
+
+
+def build_feature_arrow(
+    events: pd.DataFrame,
+    customers: pd.DataFrame,
+    cadence_days: int = 7,
+    *,
+    progress: Progress | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """Both tables as Arrow, from events and customers as ``training.events`` returns them."""
+    if cadence_days < 1:
+        raise ValueError(f"cadence_days must be >= 1, got {cadence_days}")
+    report = progress or (lambda _text: None)
+    people = _Customers.of(customers)
+    history = _Timeline.of(events, people)
+    snapshots = snapshot_times(history.t, cadence_days)
+    report(
+        f"{len(snapshots)} snapshots"
+        + (f", {_iso(snapshots[0])} .. {_iso(snapshots[-1])}" if len(snapshots) else "")
+    )
+    if not len(snapshots):
+        return STATS_SCHEMA.empty_table(), HISTOGRAMS_SCHEMA.empty_table()
+    grid = _Grid.of(people, history, snapshots)
+    report(f"{len(grid.cust):,} customer snapshots")
+    engagements = history.engagements()
+    stats = _stats_table(people, history, engagements, grid)
+    report("customer stats done")
+    histograms = _histograms_table(people, engagements, snapshots, report)
+    return stats, histograms
+
+
+def snapshot_times(event_times: np.ndarray, cadence_days: int) -> np.ndarray:
+    """Snapshot times (Unix seconds, ascending): the first midnight (UTC) after the last event,
+    then every ``cadence_days`` back, while still after the earliest event."""
+    if len(event_times) == 0:
+        return np.zeros(0, np.int64)
+    last = (int(event_times.max()) // DAY + 1) * DAY
+    cadence = cadence_days * DAY
+    earlier = (last - int(event_times.min()) - 1) // cadence  # snapshots before the last one
+    return last - np.arange(earlier, -1, -1, dtype=np.int64) * cadence
+
+
+def _iso(seconds: int) -> str:
+    return str(pd.Timestamp(int(seconds), unit="s", tz="UTC").date())
+
+
+# Sort/search key of (customer, time): customer index in the high bits, time (shifted to be
+# non-negative, covering pandas' whole datetime64[ns] range) in the low bits.
+_TIME_BITS = 35
+_TIME_SHIFT = 1 << 34
+_NEVER = np.iinfo(np.int64).max
+
+
+def _group_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins in a sorted array (np.unique without its sort)."""
+    starts = np.ones(len(sorted_values), bool)
+    starts[1:] = sorted_values[1:] != sorted_values[:-1]
+    return starts
+
+
+def _keys(cust: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return (cust << _TIME_BITS) + (t + _TIME_SHIFT)
+
+
+def _unix_seconds(times: pd.Series) -> np.ndarray:
+    """Whole Unix seconds, rounded down: a time before a midnight stays before it."""
+    nanoseconds = times.dt.tz_convert("UTC").dt.as_unit("ns").dt.tz_localize(None).to_numpy().view(np.int64)
+    return nanoseconds // 1_000_000_000
+
+
+@dataclass(frozen=True)
+class _Customers:
+    """Customers numbered 0..n-1 in id order, so every output is ordered by customer id."""
+
+    ids: pa.Array
+    zones: pa.Array
+    signup: np.ndarray  # Unix seconds; _NEVER where unknown
+
+    @classmethod
+    def of(cls, customers: pd.DataFrame) -> _Customers:
+        ordered = customers.sort_values("customer_id", kind="stable")
+        signup = ordered["signup_timestamp"]
+        seconds = np.where(signup.notna(), _unix_seconds(signup.fillna(pd.Timestamp(0, tz="UTC"))), _NEVER)
+        return cls(
+            pa.array(ordered["customer_id"], pa.string()),
+            pa.array(ordered["time_zone"], pa.string()),
+            seconds,
+        )
+
+    def __post_init__(self) -> None:
+        if len(self.ids) >= 1 << (63 - _TIME_BITS):
+            raise ValueError(f"{len(self.ids):,} customers: at most {1 << (63 - _TIME_BITS):,} are supported")
+
+    def index_of(self, ids: pd.Series) -> np.ndarray:
+        index = pd.Index(self.ids.to_numpy(zero_copy_only=False)).get_indexer(ids)
+        if (index < 0).any():
+            raise ValueError(f"{int((index < 0).sum()):,} events belong to customers absent from customers")
+        return index.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Some events of every customer, sorted by (customer, time): answers point-in-time questions.
+
+    ``before(cust, x)`` is the position of the customer's first event at or after ``x``, so
+    ``before(c, b) - before(c, a)`` counts events in ``[a, b)`` and position ``before - 1`` is
+    the last event strictly before ``x`` when it is ``>= start(c)``.
+    """
+
+    cust: np.ndarray
+    t: np.ndarray
+    kind: np.ndarray
+    amount: np.ndarray
+
+    @functools.cached_property
+    def keys(self) -> np.ndarray:
+        return _keys(self.cust, self.t)
+
+    def subset(self, mask: np.ndarray) -> _Timeline:
+        return _Timeline(self.cust[mask], self.t[mask], self.kind[mask], self.amount[mask])
+
+    def is_kind(self, *kinds: str) -> np.ndarray:
+        return np.isin(self.kind, [EVENT_TYPES.index(kind) for kind in kinds])
+
+    def of_kinds(self, *kinds: str) -> _Timeline:
+        return self.subset(self.is_kind(*kinds))
+
+    def prefix_count(self, *kinds: str) -> np.ndarray:
+        """``[i]`` = how many of the first ``i`` events are of these kinds."""
+        return np.concatenate(([0], np.cumsum(self.is_kind(*kinds), dtype=np.int64)))
+
+    def collapsed(self) -> _Timeline:
+        """Bursts collapsed: an event at most BURST_GAP after the customer's previous one is
+        part of it (chained), and the burst keeps its first event."""
+        keep = np.ones(len(self.t), bool)
+        keep[1:] = (self.cust[1:] != self.cust[:-1]) | (np.diff(self.t) > BURST_GAP)
+        return self.subset(keep)
+
+    def engagements(self) -> _Timeline:
+        return self.of_kinds(*sorted(ENGAGEMENT_TYPES)).collapsed()
+
+    def before(self, cust: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.keys, _keys(cust, x), side="left")
+
+    def start(self, cust: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.keys, cust << _TIME_BITS, side="left")
+
+    def last(
+        self, values: np.ndarray, at: np.ndarray, start: np.ndarray, empty: float = np.nan
+    ) -> np.ndarray:
+        """``values`` of the last event before each lookup; ``empty`` where there is none."""
+        found = at > start
+        if not found.any():
+            return np.full(len(at), empty)
+        return np.where(found, values[np.maximum(at - 1, 0)], empty)
+
+    def running_sum(self, values: np.ndarray) -> np.ndarray:
+        """Per customer, the sum of values up to and including each event; summed per customer
+        so that no other customer's magnitude costs precision."""
+        return pd.Series(values, dtype=np.float64).groupby(self.cust, sort=False).cumsum().to_numpy()
+
+    def running_median(self, values: np.ndarray) -> np.ndarray:
+        """Per customer, the median of values (nulls skipped) up to and including each event.
+
+        No closed form, so DuckDB's windowed median does it (pandas' grouped expanding median
+        loops over customers in Python: 20x slower)."""
+        if not len(values):
+            return values
+        rows = pa.table(
+            {"c": self.cust, "i": np.arange(len(values)), "v": pa.array(values, from_pandas=True)}
+        )
+        with duckdb.connect() as con:
+            con.register("history", rows)
+            median = con.sql(
+                "SELECT median(v) OVER (PARTITION BY c ORDER BY i ROWS UNBOUNDED PRECEDING) AS m"
+                " FROM history ORDER BY i"
+            ).fetchnumpy()["m"]
+        return np.ma.filled(median.astype(np.float64), np.nan)
+
+    @classmethod
+    def of(cls, events: pd.DataFrame, people: _Customers) -> _Timeline:
+        cust = people.index_of(events["customer_id"])
+        t = _unix_seconds(events["event_timestamp"])
+        kind = pd.Categorical(events["event_type"], categories=EVENT_TYPES).codes.astype(np.int8)
+        order = np.argsort(_keys(cust, t), kind="stable")
+        return cls(cust[order], t[order], kind[order], events["amount"].to_numpy(np.float64)[order])
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The (customer, snapshot) pairs of customer_stats, ordered by customer then time."""
+
+    cust: np.ndarray
+    s: np.ndarray
+    since: np.ndarray  # when the row's customer first appeared
+
+    @classmethod
+    def of(cls, people: _Customers, history: _Timeline, snapshots: np.ndarray) -> _Grid:
+        """Each customer from the first snapshot after they appeared (signup or first event)."""
+        first_seen = people.signup.copy()
+        firsts = _group_starts(history.cust)
+        owners = history.cust[firsts]
+        first_seen[owners] = np.minimum(first_seen[owners], history.t[firsts])
+        begin = np.searchsorted(snapshots, first_seen, side="right")
+        rows = len(snapshots) - begin
+        cust = np.repeat(np.arange(len(rows)), rows)
+        offsets = np.repeat(np.cumsum(rows) - rows - begin, rows)
+        return cls(cust, snapshots[np.arange(len(cust)) - offsets], first_seen[cust])
+
+
+def _stats_table(people: _Customers, history: _Timeline, engagements: _Timeline, grid: _Grid) -> pa.Table:
+    features = {"tenure_days": (grid.s - grid.since) / DAY}
+    features |= _purchase_features(history, grid)
+    features |= _engagement_features(engagements, grid, reference=int(grid.s.max()))
+    features |= _channel_features(history, grid)
+    columns = [
+        people.ids.take(grid.cust),
+        _timestamps(grid.s),
+        *(pa.array(features[name].astype(np.float32), from_pandas=True) for name in STATS_FEATURES),
+        people.zones.take(grid.cust),
+    ]
+    return pa.Table.from_arrays(columns, schema=STATS_SCHEMA)
+
+
+def _purchase_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:
+    purchases = history.of_kinds("purchase")
+    at, start = purchases.before(grid.cust, grid.s), purchases.start(grid.cust)
+    ago = {days: purchases.before(grid.cust, grid.s - days * DAY) for days in (7, 30, 90)}
+    count = at - start
+    spent = purchases.running_sum(purchases.amount)
+    spent_total = purchases.last(spent, at, start, empty=0.0)
+    since_last = (grid.s - purchases.last(purchases.t, at, start)) / DAY
+    gap_mean, gap_std = _gap_stats(purchases.collapsed(), grid)
+    decide = purchases.running_median(_decide_hours(history, purchases))
+    return {
+        "purchase_count_7d": at - ago[7],
+        "purchase_count_30d": at - ago[30],
+        "purchase_count_90d": at - ago[90],
+        "purchase_count_total": count,
+        "days_since_last_purchase": since_last,
+        "amount_total_90d": spent_total - purchases.last(spent, ago[90], start, empty=0.0),
+        "amount_avg": np.where(count > 0, spent_total / np.maximum(count, 1), np.nan),
+        "gap_mean_days": gap_mean,
+        "gap_std_days": gap_std,
+        "cycle_ratio": since_last / gap_mean,
+        "decide_time_hours": purchases.last(decide, at, start),
+    }
+
+
+def _gap_stats(trips: _Timeline, grid: _Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std of the gaps (days) between a customer's trips before each snapshot.
+
+    Running sums are of each gap minus the customer's first gap (known as soon as any gap is),
+    so a regular cycle has exactly zero spread instead of a cancellation residue."""
+    gaps = np.diff(trips.t, prepend=0) / DAY
+    gaps[np.diff(trips.cust, prepend=-1) != 0] = np.nan  # a customer's first trip has no gap
+    shift = pd.Series(gaps).groupby(trips.cust, sort=False).transform("first").to_numpy()
+    deviation = np.nan_to_num(gaps - shift)
+    at, start = trips.before(grid.cust, grid.s), trips.start(grid.cust)
+    n = at - start - 1  # gaps before the snapshot
+    first = trips.last(shift, at, start)
+    total = trips.last(trips.running_sum(deviation), at, start, empty=0.0)
+    squares = trips.last(trips.running_sum(deviation**2), at, start, empty=0.0)
+    mean = np.where(n >= 1, first + total / np.maximum(n, 1), np.nan)
+    variance = (squares - total**2 / np.maximum(n, 1)) / np.maximum(n - 1, 1)
+    return mean, np.where(n >= 2, np.sqrt(np.maximum(variance, 0.0)), np.nan)
+
+
+def _decide_hours(history: _Timeline, purchases: _Timeline) -> np.ndarray:
+    """Per purchase: hours since the latest site_visit/cart_add at most 48 h before it, or NaN."""
+    visits = history.of_kinds("site_visit", "cart_add")
+    if not len(visits.t):
+        return np.full(len(purchases.t), np.nan)
+    latest = np.searchsorted(visits.keys, purchases.keys, side="right") - 1
+    safe = np.maximum(latest, 0)
+    waited = purchases.t - visits.t[safe]
+    found = (latest >= 0) & (visits.cust[safe] == purchases.cust) & (waited <= DECIDE_WINDOW)
+    return np.where(found, waited / 3_600, np.nan)
+
+
+def _engagement_features(engagements: _Timeline, grid: _Grid, reference: int) -> dict[str, np.ndarray]:
+    """Recency and decayed count; weights are relative to ``reference`` (the last snapshot) so
+    they stay <= 1 and the per-customer running sums never overflow."""
+    at, start = engagements.before(grid.cust, grid.s), engagements.start(grid.cust)
+    half_life = COUNT_HALF_LIFE_DAYS * DAY
+    weights = np.exp2((engagements.t - reference) / half_life)
+    weight_sum = engagements.last(engagements.running_sum(weights), at, start, empty=0.0)
+    return {
+        "days_since_last_engagement": (grid.s - engagements.last(engagements.t, at, start)) / DAY,
+        "engagement_count_decayed": weight_sum * np.exp2((reference - grid.s) / half_life),
+    }
+
+
+def _channel_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:
+    """Window counts as differences of prefix counts at positions in the full history: four
+    binary searches in all, however many kinds are counted."""
+    at = {days: history.before(grid.cust, grid.s - days * DAY) for days in (0, 7, 30, 90)}
+
+    @functools.cache
+    def count(days: int, *kinds: str) -> np.ndarray:
+        prefix = history.prefix_count(*kinds)
+        return prefix[at[0]] - prefix[at[days]]
+
+    def rate(numerator: str, denominator: str) -> np.ndarray:
+        sends = count(90, denominator)
+        return np.where(sends > 0, count(90, numerator) / np.maximum(sends, 1), np.nan)
+
+    return {
+        "site_visit_count_7d": count(7, "site_visit"),
+        "site_visit_count_30d": count(30, "site_visit"),
+        "cart_add_count_30d": count(30, "cart_add"),
+        "sends_30d": count(30, "email_send", "sms_send", "push_send"),
+        "email_open_rate_90d": rate("email_open", "email_send"),
+        "email_click_rate_90d": rate("email_click", "email_send"),
+        "sms_click_rate_90d": rate("sms_click", "sms_send"),
+        "push_open_rate_90d": rate("push_open", "push_send"),
+    }
+
+
+def _histograms_table(
+    people: _Customers, engagements: _Timeline, snapshots: np.ndarray, report: Progress
+) -> pa.Table:
+    """Scan the snapshots in order, adding each period's engagements to per-customer decayed
+    totals and emitting the customers whose totals changed: exact running sums per customer."""
+    if not len(engagements.t):
+        return HISTOGRAMS_SCHEMA.empty_table()
+    zone_names = people.zones.to_numpy(zero_copy_only=False)
+    slots = local_hour_of_week(engagements.t, zone_names[engagements.cust])
+    weights = np.exp2((engagements.t - snapshots[-1]) / (HIST_HALF_LIFE_DAYS * DAY))
+    period = np.searchsorted(snapshots, engagements.t, side="right")  # the first snapshot after it
+    firsts = _group_starts(engagements.cust)
+    owners, owner = engagements.cust[firsts], np.cumsum(firsts) - 1
+    totals = np.zeros((len(owners), HOURS_PER_WEEK))
+    counts = np.zeros(len(owners))
+    order = np.argsort(period, kind="stable")
+    bounds = np.searchsorted(period[order], np.arange(len(snapshots) + 1))
+    batches = []
+    for index, snapshot in enumerate(snapshots):
+        new = order[bounds[index] : bounds[index + 1]]
+        if len(new):
+            np.add.at(totals, (owner[new], slots[new]), weights[new])
+            np.add.at(counts, owner[new], 1)
+            changed = np.unique(owner[new])
+            ids = people.ids.take(owners[changed])
+            batches.append(_histogram_batch(ids, int(snapshot), totals[changed], counts[changed]))
+        if (index + 1) % max(1, len(snapshots) // 4) == 0:
+            report(f"histograms: {index + 1}/{len(snapshots)} snapshots")
+    return pa.Table.from_batches(batches, schema=HISTOGRAMS_SCHEMA)
+
+
+def _histogram_batch(ids: pa.Array, snapshot: int, totals: np.ndarray, counts: np.ndarray) -> pa.RecordBatch:
+    """Normalised float32 histograms from the given customers' decayed totals (a copy: it is
+    normalised in place, which saves a pass over the largest array)."""
+    scale = 1.0 / totals.sum(axis=1, keepdims=True)
+    day_hour = totals.reshape(-1, 7, 24)
+    hour_of_day = (day_hour.sum(axis=1) * scale).astype(np.float32)
+    day_of_week = (day_hour.sum(axis=2) * scale).astype(np.float32)
+    week = np.multiply(totals, scale, out=totals).astype(np.float32)
+    arrays = [
+        ids,
+        _timestamps(np.full(len(ids), snapshot)),
+        _lists(week),
+        _lists(hour_of_day),
+        _lists(day_of_week),
+        pa.array(counts.astype(np.float32)),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=HISTOGRAMS_SCHEMA)
+
+
+def _lists(matrix: np.ndarray) -> pa.ListArray:
+    """Rows of a float32 matrix as a list<float32> column, without a Python object per row."""
+    rows, width = matrix.shape
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel()))
+
+
+def _timestamps(seconds: np.ndarray) -> pa.Array:
+    return pa.array(seconds.astype(np.int64) * 1_000_000, pa.int64()).cast(_TIMESTAMP)
+
+
+def engagements(events: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Every engagement as the histograms count it: customer-initiated, bursts collapsed.
+
+    Columns ``customer_id``, ``engaged_at`` (UTC), ``time_zone`` and ``slot`` (local hour of
+    week), ordered by customer and time. Training's send-time labels use exactly this, so a
+    label and the histogram feature can never disagree about what an engagement is.
+    """
+    people = _Customers.of(customers)
+    found = _Timeline.of(events, people).engagements()
+    zones = people.zones.take(found.cust).to_numpy(zero_copy_only=False)
+    return pd.DataFrame(
+        {
+            "customer_id": people.ids.take(found.cust).to_numpy(zero_copy_only=False),
+            "engaged_at": pd.to_datetime(found.t, unit="s", utc=True),
+            "time_zone": zones,
+            "slot": local_hour_of_week(found.t, zones),
+        }
+    )
+
+
+def local_hour_of_week(unix_seconds: np.ndarray, zones: np.ndarray) -> np.ndarray:
+    """Slot ``local weekday * 24 + local hour`` (Monday 00h = 0) of each time in its IANA zone.
+
+    Uses zoneinfo, the zone database the validation and the service use; one vectorised
+    conversion per distinct zone.
+    """
+    slots = np.empty(len(unix_seconds), np.int64)
+    codes, names = pd.factorize(zones)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    for code, name in enumerate(names):
+        rows = order[bounds[code] : bounds[code + 1]]
+        utc = pd.DatetimeIndex(unix_seconds[rows].astype("datetime64[s]"), tz="UTC")
+        local = utc.tz_convert(zoneinfo.ZoneInfo(name))
+        slots[rows] = local.dayofweek * 24 + local.hour
+    return slots
