@@ -1,0 +1,103 @@
+"""`nudge train` end to end: on the shared simulated stack (fixed seed) the models learn, the
+report keeps its contract and the server's loader accepts the exported pair; a data set with
+nothing but purchases trains end to end too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from service.models import load_latest
+from tests.conftest import BIN, Stack, copy_feature_repo, run_cli
+from training.train import Limits, TrainResult, train
+
+REPORT_KEYS = {
+    "propensity": {
+        "horizon_days",
+        "n_train",
+        "n_test",
+        "positive_rate",
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "ece",
+        "baseline_roc_auc",
+        "oracle_roc_auc",
+    },
+    "send_time": {
+        "n_train",
+        "n_test",
+        "hit_at_1",
+        "hit_at_3",
+        "hit_at_6",
+        "log_loss",
+        "hod_hit_at_3",
+        "baseline_global_hit_at_3",
+        "baseline_modal_hit_at_3",
+        "oracle_hit_at_3",
+    },
+}
+
+
+def test_models_learn_on_a_simulated_population(stack: Stack) -> None:
+    report = json.loads((stack.models / "report.json").read_text())
+    assert REPORT_KEYS["propensity"] <= set(report["propensity"])
+    assert REPORT_KEYS["send_time"] <= set(report["send_time"])
+    assert report["split"]["scheme"].startswith("by time")
+    p, s = report["propensity"], report["send_time"]
+    assert p["n_train"] > 1000 and p["n_test"] > 500 and s["n_test"] > 500
+    assert p["roc_auc"] > p["baseline_roc_auc"]
+    assert p["brier"] < p["baseline_brier"] and p["ece"] < p["baseline_ece"]
+    assert s["hit_at_3"] > 2 * s["baseline_global_hit_at_3"]
+    assert s["hit_at_3"] >= s["baseline_modal_hit_at_3"]
+    assert p["oracle_roc_auc"] is None and s["oracle_hit_at_3"] is None  # no --truth given
+    html = (stack.models / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+
+
+def test_exported_pair_loads_in_the_server(stack: Stack) -> None:
+    models = load_latest(stack.models)
+    assert models.propensity.manifest.feature_service == "propensity_v1"
+    assert models.send_time.manifest.feature_service == "send_time_v1"
+    assert models.send_time.manifest.output_width == 168
+    assert models.send_time.manifest.features[0].ref == "customer_time_histograms:hist_hour_of_week"
+
+
+@pytest.fixture(scope="module")
+def purchases_only(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """The stack's customers with only their purchases: features, apply, train."""
+    root = tmp_path_factory.mktemp("purchases_only")
+    events = pd.read_parquet(stack.events)
+    events[events["event_type"] == "purchase"].to_parquet(root / "events.parquet")
+    repo = copy_feature_repo(root / "repo")
+    events_path, customers_path = root / "events.parquet", stack.customers
+    run_cli(
+        str(BIN / "nudge"),
+        "features",
+        "--events",
+        str(events_path),
+        "--customers",
+        str(customers_path),
+        "--repo",
+        str(repo),
+    )
+    run_cli(str(BIN / "feast"), "-c", str(repo), "apply")
+    return train(
+        repo=repo,
+        models_dir=root / "models",
+        events_path=events_path,
+        customers_path=Path(customers_path),
+        horizon_days=14,
+        limits=Limits().scaled(0.05),
+    )
+
+
+def test_purchases_only_data_trains_end_to_end(purchases_only: TrainResult) -> None:
+    p, s = purchases_only.report["propensity"], purchases_only.report["send_time"]
+    assert p["roc_auc"] is not None and p["roc_auc"] > 0.6
+    assert s["n_train"] > 0 and s["hit_at_3"] > s["baseline_global_hit_at_3"]
+    models = load_latest(purchases_only.version_dirs["propensity"].parent.parent)
+    assert models.versions == {name: path.name for name, path in purchases_only.version_dirs.items()}

@@ -1,0 +1,238 @@
+"""The evaluation report: ``report.json`` (a contract other tools read), ``report.html`` (for
+people: the numbers beside their baselines and oracle, and the plots), and the summary table
+``nudge train`` prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from training.evaluate import calibration_curve, lift_by_decile
+from training.labels import HOURS
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    """One customer's send-time picture: model output, truth (if known), test engagements."""
+
+    customer_id: str
+    predicted: np.ndarray  # (168,)
+    truth: np.ndarray | None  # (168,)
+    engaged_slots: np.ndarray  # slots of the customer's test engagements
+
+
+@dataclass(frozen=True)
+class Plots:
+    """The arrays behind the report's figures."""
+
+    y_test: np.ndarray
+    scores: Mapping[str, np.ndarray]  # propensity scores by name: model, baseline, oracle
+    population_predicted: np.ndarray  # (168,) mean predicted distribution over test rows
+    population_observed: np.ndarray  # (168,) share of test engagements per slot
+    customers: Sequence[CustomerView]
+
+
+def write_report(models_dir: Path, report: Mapping[str, Any], plots: Plots) -> tuple[Path, Path]:
+    """Write report.json and report.html under ``models_dir``; returns their paths."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = models_dir / "report.json", models_dir / "report.html"
+    json_path.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    html_path.write_text(render_html(report, plots))
+    return json_path, html_path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """(metric, model, baseline, oracle) rows: the numbers a person checks first."""
+    p, s = report["propensity"], report["send_time"]
+    return [
+        ("propensity ROC-AUC", p["roc_auc"], p["baseline_roc_auc"], p["oracle_roc_auc"]),
+        ("propensity PR-AUC", p["pr_auc"], p.get("baseline_pr_auc"), p.get("oracle_pr_auc")),
+        ("propensity ECE", p["ece"], p.get("baseline_ece"), p.get("oracle_ece")),
+        ("propensity Brier", p["brier"], p.get("baseline_brier"), p.get("oracle_brier")),
+        ("send-time hit@1", s["hit_at_1"], None, s.get("oracle_hit_at_1")),
+        ("send-time hit@3", s["hit_at_3"], _best_baseline(s), s["oracle_hit_at_3"]),
+        ("send-time hit@6", s["hit_at_6"], None, s.get("oracle_hit_at_6")),
+        ("send-time hour-of-day hit@3", s["hod_hit_at_3"], None, s.get("oracle_hod_hit_at_3")),
+        ("send-time log loss", s["log_loss"], None, s.get("oracle_log_loss")),
+    ]
+
+
+def _best_baseline(send_time: Mapping[str, Any]) -> float:
+    return max(send_time["baseline_global_hit_at_3"], send_time["baseline_modal_hit_at_3"])
+
+
+def summary_table(report: Mapping[str, Any]) -> str:
+    """Plain-text table for the end of ``nudge train``."""
+    lines = [f"{'metric':<30} {'model':>8} {'baseline':>9} {'oracle':>8}"]
+    lines += [f"{name:<30} {_fmt(m):>8} {_fmt(b):>9} {_fmt(o):>8}" for name, m, b, o in summary_rows(report)]
+    p, s = report["propensity"], report["send_time"]
+    lines.append(
+        f"propensity: {p['n_train']} train / {p['n_test']} test rows, positive rate {_fmt(p['positive_rate'])}; "
+        f"send time: {s['n_train']} train / {s['n_test']} test engagements, model {s['model']}"
+    )
+    lines.append(
+        f"send-time hit@3 baselines: global {_fmt(s['baseline_global_hit_at_3'])}, "
+        f"customer's modal slots {_fmt(s['baseline_modal_hit_at_3'])}"
+    )
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def render_html(report: Mapping[str, Any], plots: Plots) -> str:
+    """A self-contained page: summary table, split, candidate comparison, embedded PNG plots."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(m)}</td><td>{_fmt(b)}</td><td>{_fmt(o)}</td></tr>"
+        for name, m, b, o in summary_rows(report)
+    )
+    split = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in report["split"].items()
+    )
+    candidates = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_fmt(c.get(k))}</td>" for k in _CANDIDATE_COLUMNS)
+        + "</tr>"
+        for name, c in report["send_time"].get("candidates", {}).items()
+    )
+    figures = "".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{png}"/>'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        for title, png in _figures(plots)
+    )
+    header = "".join(f"<th>{k}</th>" for k in _CANDIDATE_COLUMNS)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>nudge training report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head><body>
+<h1>nudge training report</h1>
+<h2>Holdout metrics</h2>
+<table><tr><th>metric</th><th>model</th><th>best baseline</th><th>oracle</th></tr>{rows}</table>
+<h2>Send-time structures compared (selection period, not test)</h2>
+<table><tr><th>candidate</th>{header}</tr>{candidates}</table>
+<p>Chosen: {html.escape(str(report["send_time"].get("model")))}</p>
+<h2>Split</h2><table>{split}</table>
+<h2>Plots</h2>{figures}
+</body></html>
+"""
+
+
+_CANDIDATE_COLUMNS = ("hit_at_1", "hit_at_3", "hit_at_6", "log_loss", "ort_latency_ms", "fit_seconds")
+
+
+def _figures(plots: Plots) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return [
+        ("Propensity calibration (reliability) curve", _png(_calibration_figure(plots))),
+        ("Propensity ROC curves", _png(_roc_figure(plots))),
+        ("Propensity lift by decile", _png(_lift_figure(plots))),
+        ("Send time: population, predicted vs observed", _png(_population_figure(plots))),
+        *((f"Send time: customer {c.customer_id}", _png(_customer_figure(c))) for c in plots.customers),
+    ]
+
+
+def _png(figure: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _calibration_figure(plots: Plots) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for name, p in plots.scores.items():
+        curve = calibration_curve(plots.y_test, p)
+        ax.plot([c["predicted"] for c in curve], [c["observed"] for c in curve], marker="o", label=name)
+    ax.set(xlabel="predicted probability", ylabel="observed purchase rate", title="Calibration (10 bins)")
+    ax.legend()
+    return fig
+
+
+def _roc_figure(plots: Plots) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for name, p in plots.scores.items():
+        fpr, tpr, _ = roc_curve(plots.y_test, p)
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+    ax.legend()
+    return fig
+
+
+def _lift_figure(plots: Plots) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    width = 0.8 / max(len(plots.scores), 1)
+    for i, (name, p) in enumerate(plots.scores.items()):
+        ax.bar(
+            np.arange(1, 11) + (i - (len(plots.scores) - 1) / 2) * width,
+            lift_by_decile(plots.y_test, p),
+            width=width,
+            label=name,
+        )
+    ax.axhline(1, color="grey", linestyle=":")
+    ax.set(xlabel="score decile (1 = highest)", ylabel="lift", title="Lift by decile")
+    ax.legend()
+    return fig
+
+
+def _heatmap(ax: Any, values: np.ndarray, title: str) -> None:
+    ax.imshow(values.reshape(len(DAYS), HOURS), aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(DAYS)), DAYS)
+    ax.set_xticks(range(0, HOURS, 3))
+    ax.set(xlabel="local hour", title=title)
+
+
+def _population_figure(plots: Plots) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3))
+    _heatmap(axes[0], plots.population_predicted, "mean predicted (test)")
+    _heatmap(axes[1], plots.population_observed, "observed test engagements")
+    return fig
+
+
+def _customer_figure(view: CustomerView) -> Any:
+    import matplotlib.pyplot as plt
+
+    panels = [("predicted", view.predicted)]
+    if view.truth is not None:
+        panels.append(("true preference", view.truth))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels, strict=True):
+        _heatmap(ax, values, title)
+        for slot in view.engaged_slots:
+            ax.plot(slot % HOURS, slot // HOURS, marker="x", color="red")
+    fig.suptitle(f"customer {view.customer_id} (x = test engagements)", y=1.06)
+    return fig

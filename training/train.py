@@ -1,0 +1,529 @@
+"""Train, evaluate and export both models from a Feast repo.
+
+Labels come from the raw events (--events, --customers: the same files `nudge features`
+read); features come from the repo's feature services (propensity_v1, send_time_v1) through
+Feast's point-in-time get_historical_features, as of each training row's time.
+
+  propensity  P(purchase within --horizon-days), one row per customer per weekly snapshot;
+              gradient-boosted trees + sigmoid calibration (out-of-fold, by customer)
+  send_time   168 local hour-of-week probabilities, one row per engagement (bursts
+              collapsed): an evidence-weighted mixture of the customer's own histograms
+              and the population prior (--compare-send-time also fits multinomial
+              logistic regression and an MLP; the best hit@3 on the selection period
+              within 0.2 ms per call is exported)
+
+The split is by time: train | gap of one horizon | test; the send-time structure is chosen on
+the last part of train (by models fitted one horizon before it), never on test.
+Large data is subsampled (seeded) to keep training within minutes.
+
+Writes MODELS/propensity/<version>/ and MODELS/send_time/<version>/ (model.onnx +
+manifest.json; the export fails unless onnxruntime matches scikit-learn within 1e-5),
+MODELS/report.json and MODELS/report.html. With --truth (a simulator's truth.parquet) the
+report also scores the oracle on the same holdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from service.manifest import FeatureInput
+    from training.export import Exported
+    from training.report import Plots
+    from training.split import TimeSplit
+
+PROPENSITY_SERVICE = "propensity_v1"
+SEND_TIME_SERVICE = "send_time_v1"
+STATS_VIEW = "customer_stats"  # its snapshot times are the propensity cutoffs
+SEND_TIME_LATENCY_BUDGET_MS = 0.2
+PLOTTED_CUSTOMERS = 3
+WEIGHT_LEVELS = (0, 1, 5, 20, 50, 100)  # engagement counts at which the report shows the mixture weights
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Row caps per part (seeded subsamples): training time stays bounded on any data size."""
+
+    propensity_train: int = 200_000
+    propensity_test: int = 100_000
+    send_time_train: int = 200_000
+    send_time_selection_fit: int = 20_000
+    send_time_selection: int = 20_000
+    send_time_test: int = 50_000
+
+    def scaled(self, factor: float) -> Limits:
+        return Limits(*(max(1_000, int(getattr(self, f) * factor)) for f in self.__dataclass_fields__))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, required=True, help="Feast repo (feature_store.yaml, applied)")
+    parser.add_argument("--out", type=Path, required=True, help="models directory (MODELS)")
+    parser.add_argument("--events", type=Path, required=True, help="events file (.parquet or .csv)")
+    parser.add_argument("--customers", type=Path, required=True, help="customers file (.parquet or .csv)")
+    parser.add_argument(
+        "--horizon-days", type=int, default=14, help="propensity label horizon H (default 14)"
+    )
+    parser.add_argument("--truth", type=Path, help="simulator truth.parquet: adds oracle metrics")
+    parser.add_argument("--seed", type=int, default=0, help="seed of subsampling and model fitting")
+    parser.add_argument(
+        "--sample-scale",
+        type=float,
+        default=1.0,
+        help="multiply every row cap (default 1.0; lower for quick runs, higher for more data)",
+    )
+    parser.add_argument(
+        "--compare-send-time",
+        action="store_true",
+        help="also fit multinomial logistic regression and an MLP for send time and pick the best "
+        "on the selection period (slow: minutes)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.events import EventDataError
+
+    try:
+        result = train(
+            repo=args.repo,
+            models_dir=args.out,
+            events_path=args.events,
+            customers_path=args.customers,
+            horizon_days=args.horizon_days,
+            truth_path=args.truth,
+            seed=args.seed,
+            limits=Limits().scaled(args.sample_scale),
+            compare=args.compare_send_time,
+        )
+    except (EventDataError, ValueError) as error:
+        print(f"nudge train: {error}", file=sys.stderr)
+        return 1
+    from training.report import summary_table
+
+    print()
+    print(summary_table(result.report))
+    print(f"\nmodels: {', '.join(str(p) for p in result.version_dirs.values())}")
+    print(f"report: {result.report_paths[0]} and {result.report_paths[1]}")
+    print(f"done in {result.report['timing']['total_seconds']:.1f} s")
+    return 0
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    report: dict[str, Any]
+    version_dirs: dict[str, Path]
+    report_paths: tuple[Path, Path]
+
+
+@dataclass
+class _Clock:
+    """Prints each stage with the time since the start, and keeps the durations for the report."""
+
+    started: float = field(default_factory=time.perf_counter)
+    last: float = field(default_factory=time.perf_counter)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def done(self, stage: str, detail: str = "") -> None:
+        now = time.perf_counter()
+        self.stages[stage] = round(now - self.last, 2)
+        self.last = now
+        print(f"[{now - self.started:6.1f}s] {stage}{': ' + detail if detail else ''}", flush=True)
+
+
+def train(
+    *,
+    repo: Path,
+    models_dir: Path,
+    events_path: Path,
+    customers_path: Path,
+    horizon_days: int = 14,
+    truth_path: Path | None = None,
+    seed: int = 0,
+    limits: Limits | None = None,
+    compare: bool = False,
+) -> TrainResult:
+    """The whole run: data → training sets → models → evaluation → export → report.
+
+    Native thread pools (OpenMP in the trees, BLAS) run one thread: on this 2-core machine,
+    shared with a server or other jobs, OpenMP's spin-waiting made the tree fits up to 6x
+    slower with 2 threads than with 1 (measured 26 s vs 4.4 s under load).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _train(
+            repo=repo,
+            models_dir=models_dir,
+            events_path=events_path,
+            customers_path=customers_path,
+            horizon_days=horizon_days,
+            truth_path=truth_path,
+            seed=seed,
+            limits=limits or Limits(),
+            compare=compare,
+        )
+
+
+def _train(
+    *,
+    repo: Path,
+    models_dir: Path,
+    events_path: Path,
+    customers_path: Path,
+    horizon_days: int,
+    truth_path: Path | None,
+    seed: int,
+    limits: Limits,
+    compare: bool,
+) -> TrainResult:
+    from feast import FeatureStore
+
+    from training.events import load_event_data
+    from training.export import write_model
+    from training.report import write_report
+    from training.split import make_split
+
+    clock = _Clock()
+    rng = np.random.default_rng(seed)
+    data = load_event_data(events_path, customers_path)
+    events, customers = data.events, data.customers
+    if events.empty:
+        raise ValueError(f"{events_path}: no events")
+    truth = pd.read_parquet(truth_path) if truth_path else None
+    store = FeatureStore(repo_path=str(repo))
+    horizon = pd.Timedelta(days=horizon_days)
+    split = make_split(
+        snapshot_times(store), events["event_timestamp"].min(), events["event_timestamp"].max(), horizon
+    )
+    clock.done("load", f"{len(events):,} events, {len(customers):,} customers")
+
+    run = _Run(store, events, customers, split, truth, rng, limits, seed, clock)
+    propensity = _train_propensity(run)
+    send_time = _train_send_time(run, compare)
+
+    created = datetime.now(UTC)
+    report: dict[str, Any] = {
+        "propensity": propensity.metrics,
+        "send_time": send_time.metrics,
+        "split": split.describe(),
+    }
+    label = {
+        "propensity": {
+            "definition": "at least one purchase in (t, t + horizon]",
+            "horizon_days": horizon_days,
+            "positive_class": 1,
+        },
+        "send_time": {
+            "definition": "local hour of week of the customer's next engagement "
+            "(slot = local weekday * 24 + local hour, Monday 00h = 0), bursts within 1 h collapsed",
+            "slots": 168,
+        },
+    }
+    version_dirs = {}
+    for name, stage, service, width in (
+        ("propensity", propensity, PROPENSITY_SERVICE, 2),
+        ("send_time", send_time, SEND_TIME_SERVICE, 168),
+    ):
+        version_dirs[name] = write_model(
+            models_dir,
+            name,
+            stage.exported,
+            feature_service=service,
+            features=stage.features,
+            output_width=width,
+            created=created,
+            label=label[name],
+            training={
+                **stage.training,
+                "window": [split.data_start.isoformat(), split.train_end.isoformat()],
+                "split": report["split"],
+                "seed": seed,
+            },
+            metrics=report[name],
+        )
+    report["models"] = {name: path.name for name, path in version_dirs.items()}
+    clock.done("export", ", ".join(f"{n}/{p.name}" for n, p in version_dirs.items()))
+    report["timing"] = {
+        "stages_seconds": clock.stages,
+        "total_seconds": round(time.perf_counter() - clock.started, 1),
+    }
+    paths = write_report(models_dir, report, _plots(propensity, send_time))
+    return TrainResult(report, version_dirs, paths)
+
+
+def snapshot_times(store: FeatureStore) -> list[pd.Timestamp]:
+    """The snapshot times of the stats view's offline table: the propensity cutoffs.
+
+    Read from the source itself (not recomputed from a cadence) so the cutoffs are exactly
+    the snapshots `nudge features` wrote, and each cutoff sees a fresh snapshot.
+    """
+    source = store.get_feature_view(STATS_VIEW).batch_source
+    path = getattr(source, "path", None)
+    if source is None or not path:
+        raise ValueError(f"{STATS_VIEW}'s source is not a file source; cannot read its snapshot times")
+    times = pd.read_parquet(path, columns=[source.timestamp_field])[source.timestamp_field]
+    return [pd.Timestamp(t) for t in pd.to_datetime(times.drop_duplicates(), utc=True).sort_values()]
+
+
+def _subsample(rows: pd.DataFrame, cap: int, rng: np.random.Generator) -> pd.DataFrame:
+    """At most ``cap`` rows, drawn without replacement, original order kept."""
+    if len(rows) <= cap:
+        return rows
+    return rows.iloc[np.sort(rng.choice(len(rows), cap, replace=False))]
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One trained model with what the report, plots and manifest need."""
+
+    exported: Exported
+    features: tuple[FeatureInput, ...]
+    metrics: dict[str, Any]
+    training: dict[str, Any]
+    plot_data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What both model stages share: the store, the data, the split and the run's settings."""
+
+    store: FeatureStore
+    events: pd.DataFrame
+    customers: pd.DataFrame
+    split: TimeSplit
+    truth: pd.DataFrame | None
+    rng: np.random.Generator
+    limits: Limits
+    seed: int
+    clock: _Clock
+
+
+def _train_propensity(run: _Run) -> _Stage:
+    from training.datasets import training_frame
+    from training.evaluate import expected_calibration_error, propensity_metrics
+    from training.export import export_checked
+    from training.labels import propensity_rows
+    from training.propensity import (
+        fit_propensity,
+        fit_recency_frequency_baseline,
+        positive_probability,
+        trees_of,
+    )
+
+    rows = propensity_rows(run.events, run.customers, [*run.split.train, *run.split.test], run.split.horizon)
+    in_test = rows["event_timestamp"].isin(run.split.test)
+    train_rows = _subsample(rows[~in_test], run.limits.propensity_train, run.rng)
+    test_rows = _subsample(rows[in_test], run.limits.propensity_test, run.rng)
+    frame = training_frame(
+        run.store, PROPENSITY_SERVICE, pd.concat([train_rows, test_rows], ignore_index=True)
+    )
+    x, y = frame.x, frame.rows["label"].to_numpy()
+    test = np.arange(len(y)) >= len(train_rows)
+    train = ~test
+    run.clock.done(
+        "propensity training set",
+        f"{len(rows):,} rows, sampled {len(train_rows):,} train / {len(test_rows):,} test",
+    )
+
+    model = fit_propensity(x[train], y[train], frame.rows.loc[train, "customer_id"].to_numpy(), run.seed)
+    baseline, baseline_columns = fit_recency_frequency_baseline(x[train], y[train], frame.features)
+    run.clock.done("propensity fit", f"{trees_of(model).n_iter_} boosting rounds")
+
+    y_test = y[test]
+    scores = {
+        "model": positive_probability(model, x[test]),
+        "baseline": positive_probability(baseline, x[test][:, baseline_columns]),
+    }
+    uncalibrated = positive_probability(trees_of(model), x[test])
+    if run.truth is not None:
+        from training.simulate import true_purchase_probability
+
+        cutoffs = frame.rows.loc[test, ["customer_id", "event_timestamp"]].rename(
+            columns={"event_timestamp": "cutoff"}
+        )
+        scores["oracle"] = true_purchase_probability(run.truth, run.events, cutoffs, run.split.horizon.days)
+    measured = {name: propensity_metrics(y_test, p) for name, p in scores.items()}
+    exported = export_checked(model, x[test], "propensity")
+    metrics: dict[str, Any] = {
+        "horizon_days": run.split.horizon.days,
+        "n_train": int(train.sum()),
+        "n_test": int(test.sum()),
+        "n_rows_before_sampling": len(rows),
+        "positive_rate": float(y_test.mean()),
+        "train_positive_rate": float(y[train].mean()),
+        **measured["model"],
+        "ece_uncalibrated": expected_calibration_error(y_test, uncalibrated),
+        **{f"baseline_{k}": v for k, v in measured["baseline"].items()},
+        **{f"oracle_{k}": measured["oracle"][k] if "oracle" in measured else None for k in measured["model"]},
+        "model": "HistGradientBoostingClassifier + sigmoid calibration (out-of-fold, folds grouped by customer)",
+        "boosting_rounds": int(trees_of(model).n_iter_),
+        "ort_latency_ms": exported.latency_ms,
+        "parity_max_abs_diff": exported.max_abs_diff,
+    }
+    run.clock.done(
+        "propensity evaluated + parity-checked", f"ROC-AUC {metrics['roc_auc']:.4f}, ECE {metrics['ece']:.4f}"
+    )
+    return _Stage(
+        exported,
+        frame.features,
+        metrics,
+        {"rows": {"train": int(train.sum()), "test": int(test.sum())}, "estimator": metrics["model"]},
+        {"y_test": y_test, "scores": scores},
+    )
+
+
+def _train_send_time(run: _Run, compare: bool) -> _Stage:
+    from training.datasets import training_frame
+    from training.evaluate import (
+        modal_scores,
+        past_slot_counts,
+        send_time_metrics,
+        slot_frequencies,
+    )
+    from training.export import export_checked
+    from training.labels import send_time_rows
+    from training.send_time import ALTERNATIVES, MIXTURE, fit_send_time, register_converter
+
+    register_converter()
+    rows = send_time_rows(run.events, run.customers)
+    at = rows["engaged_at"]
+    train_rows = _subsample(rows[at < run.split.train_end], run.limits.send_time_train, run.rng)
+    test_rows = _subsample(rows[at >= run.split.test[0]], run.limits.send_time_test, run.rng)
+    frame = training_frame(
+        run.store, SEND_TIME_SERVICE, pd.concat([train_rows, test_rows], ignore_index=True)
+    )
+    is_test = np.arange(len(frame.rows)) >= len(train_rows)
+    x, slots = frame.x, frame.rows["slot"].to_numpy()
+    run.clock.done(
+        "send-time training set",
+        f"{len(rows):,} engagements, sampled {len(train_rows):,} train / {len(test_rows):,} test",
+    )
+
+    # Choose the structure on the selection period (fit on engagements before it), never on test.
+    t = frame.rows["engaged_at"]
+    sel_fit = np.flatnonzero(~is_test & (t < run.split.selection_fit_end).to_numpy())
+    sel_eval = np.flatnonzero(~is_test & (t >= run.split.selection_start).to_numpy())
+    sel_fit = run.rng.permutation(sel_fit)[: run.limits.send_time_selection_fit]
+    sel_eval = run.rng.permutation(sel_eval)[: run.limits.send_time_selection]
+    candidates: dict[str, dict[str, Any]] = {}
+    candidates_to_try = (MIXTURE, *ALTERNATIVES) if compare else (MIXTURE,)
+    for candidate in candidates_to_try:
+        started = time.perf_counter()
+        model = fit_send_time(candidate, frame.features, x[sel_fit], slots[sel_fit], run.seed)
+        fit_seconds = time.perf_counter() - started
+        probe = export_checked(model, x[sel_eval], f"send_time/{candidate.name}")
+        candidates[candidate.name] = {
+            **send_time_metrics(model.predict_proba(x[sel_eval]), slots[sel_eval]),
+            "ort_latency_ms": probe.latency_ms,
+            "fit_seconds": round(fit_seconds, 2),
+            "description": candidate.description,
+        }
+        run.clock.done(
+            f"send-time candidate {candidate.name}", f"hit@3 {candidates[candidate.name]['hit_at_3']:.4f}"
+        )
+    within_budget = [
+        c for c in candidates_to_try if candidates[c.name]["ort_latency_ms"] <= SEND_TIME_LATENCY_BUDGET_MS
+    ]
+    if not within_budget:
+        raise RuntimeError(
+            f"no send-time candidate runs within {SEND_TIME_LATENCY_BUDGET_MS} ms: {candidates}"
+        )
+    chosen = max(within_budget, key=lambda c: candidates[c.name]["hit_at_3"])
+
+    train_idx = np.flatnonzero(~is_test)
+    model = fit_send_time(chosen, frame.features, x[train_idx], slots[train_idx], run.seed)
+    run.clock.done("send-time fit", f"{chosen.name} on {len(train_idx):,} engagements")
+
+    probs = model.predict_proba(x[is_test])
+    y_test = slots[is_test]
+    test_frame = frame.rows.loc[is_test].reset_index(drop=True)
+    global_freq = slot_frequencies(slots[~is_test])
+    past = past_slot_counts(rows, test_frame)
+    cold = np.isnan(x[is_test]).all(axis=1)
+    metrics: dict[str, Any] = {
+        "n_train": len(train_idx),
+        "n_test": int(is_test.sum()),
+        "n_engagements_before_sampling": len(rows),
+        **send_time_metrics(probs, y_test),
+        "baseline_global_hit_at_3": send_time_metrics(np.tile(global_freq, (len(y_test), 1)), y_test)[
+            "hit_at_3"
+        ],
+        "baseline_modal_hit_at_3": send_time_metrics(modal_scores(past, global_freq), y_test)["hit_at_3"],
+        "cold_start_share": float(cold.mean()),
+        "cold_start_hit_at_3": send_time_metrics(probs[cold], y_test[cold])["hit_at_3"]
+        if cold.any()
+        else None,
+        "model": chosen.name,
+        "mixture_weights_by_engagements": (
+            {"engagements": list(WEIGHT_LEVELS), **model.component_weights(WEIGHT_LEVELS)}
+            if chosen is MIXTURE
+            else None
+        ),
+        "candidates": candidates,
+        "selection": "highest hit@3 on the selection period among candidates within "
+        f"{SEND_TIME_LATENCY_BUDGET_MS} ms per single-customer onnxruntime call (1 thread)",
+    }
+    truth_probs = None
+    if run.truth is not None:
+        from training.simulate import true_hour_probs
+
+        truth_probs = pd.DataFrame(true_hour_probs(run.truth), index=run.truth["customer_id"])
+        oracle = send_time_metrics(truth_probs.loc[test_frame["customer_id"]].to_numpy(), y_test)
+        metrics.update({f"oracle_{k}": v for k, v in oracle.items()})
+    else:
+        metrics.update(
+            {f"oracle_{k}": None for k in ("hit_at_1", "hit_at_3", "hit_at_6", "hod_hit_at_3", "log_loss")}
+        )
+    exported = export_checked(model, x[is_test], "send_time")
+    metrics.update({"ort_latency_ms": exported.latency_ms, "parity_max_abs_diff": exported.max_abs_diff})
+    run.clock.done(
+        "send-time evaluated + parity-checked",
+        f"hit@3 {metrics['hit_at_3']:.4f}, {exported.latency_ms:.4f} ms/call",
+    )
+    return _Stage(
+        exported,
+        frame.features,
+        metrics,
+        {"rows": {"train": len(train_idx), "test": int(is_test.sum())}, "estimator": chosen.description},
+        {"probs": probs, "y_test": y_test, "test_frame": test_frame, "truth": truth_probs},
+    )
+
+
+def _plots(propensity: _Stage, send_time: _Stage) -> Plots:
+    from training.evaluate import slot_frequencies
+    from training.report import CustomerView, Plots
+
+    st = send_time.plot_data
+    test_frame: pd.DataFrame = st["test_frame"]
+    busiest = test_frame["customer_id"].value_counts().index[:PLOTTED_CUSTOMERS]
+    views = []
+    for customer in busiest:
+        mine = np.flatnonzero(test_frame["customer_id"].to_numpy() == customer)
+        truth = st["truth"]
+        views.append(
+            CustomerView(
+                customer_id=str(customer),
+                predicted=st["probs"][mine[0]],
+                truth=None if truth is None else truth.loc[customer].to_numpy(),
+                engaged_slots=st["y_test"][mine],
+            )
+        )
+    return Plots(
+        y_test=propensity.plot_data["y_test"],
+        scores=propensity.plot_data["scores"],
+        population_predicted=st["probs"].mean(axis=0),
+        population_observed=slot_frequencies(st["y_test"]),
+        customers=views,
+    )
