@@ -1,0 +1,215 @@
+"""ONNX models as the scoring core uses them: loaded once, checked, fed by feature name.
+
+A ``LoadedModel`` owns one onnxruntime session (created once, one intra-op thread: requests
+are tiny and parallelism comes from worker processes) and the column layout that turns a
+customer's features, addressed by name, into the float32 row its manifest describes.
+``ModelSet`` is the pair the server swaps atomically when a new version arrives.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+import onnxruntime as ort
+
+from service.manifest import Manifest, ManifestError, latest_version_dir, load_model_dir
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+PROPENSITY = "propensity"
+SEND_TIME = "send_time"
+HOURS_OF_WEEK = 168
+_NAN = math.nan
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One model version ready to run: manifest, session, input layout."""
+
+    manifest: Manifest
+    session: ort.InferenceSession
+    # (feature ref, first column, width) in manifest order, computed once.
+    layout: tuple[tuple[str, int, int], ...]
+
+    @functools.cached_property
+    def width(self) -> int:
+        """Columns of the input row (Manifest.input_width, computed once, not per request)."""
+        return sum(width for _, _, width in self.layout)
+
+    @functools.cached_property
+    def scalars(self) -> tuple[tuple[str, ...], slice | np.ndarray]:
+        """The one-column features' refs and their columns, in layout order; the columns as a
+        slice when they are contiguous (they usually are), the cheapest index to assign to."""
+        ones = [(ref, start) for ref, start, width in self.layout if width == 1]
+        columns = [start for _, start in ones]
+        if columns and columns == list(range(columns[0], columns[0] + len(columns))):
+            return tuple(ref for ref, _ in ones), slice(columns[0], columns[0] + len(columns))
+        return tuple(ref for ref, _ in ones), np.array(columns, dtype=np.intp)
+
+    @functools.cached_property
+    def arrays(self) -> tuple[tuple[str, int, int], ...]:
+        """The layout entries of features wider than one column."""
+        return tuple(entry for entry in self.layout if entry[2] > 1)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def rows(self, features: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """Float32 input rows in manifest order; a missing value (None) stays NaN.
+
+        Scalar features (most of them) go into a row as one list in one numpy assignment:
+        per-column assignments cost about 0.2 µs each, and this runs on every request.
+        """
+        x = np.full((len(features), self.width), np.nan, dtype=np.float32)
+        scalar_refs, scalar_columns = self.scalars
+        for i, values in enumerate(features):
+            if not values:
+                continue  # no features at all (cold start): the row stays NaN
+            get = values.get
+            scalars = [_NAN if (v := get(ref)) is None else v for ref in scalar_refs]
+            x[i, scalar_columns] = cast(list[float], scalars)
+            for ref, start, width in self.arrays:
+                value = get(ref)
+                if value is not None:
+                    x[i, start : start + width] = cast(np.ndarray, value)
+        return x
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The model's probabilities output, [N, output_width]."""
+        (out,) = self.session.run([self.manifest.output_name], {self.manifest.input_name: x})
+        return np.asarray(out)
+
+
+def onnx_session(onnx_bytes: bytes) -> ort.InferenceSession:
+    """The session every model runs in (server and export parity check alike): one thread,
+    sequential — requests are tiny and parallelism comes from worker processes."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def load_model(version_dir: Path) -> LoadedModel:
+    """Load a version directory and prove it runs: sha256, shapes, one smoke inference."""
+    manifest, onnx_bytes = load_model_dir(version_dir)
+    try:
+        session = onnx_session(onnx_bytes)
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        raise ManifestError(f"{version_dir}: ONNX model does not load: {exc}") from exc
+    layout, start = [], 0
+    for feature in manifest.features:
+        layout.append((feature.ref, start, feature.size))
+        start += feature.size
+    model = LoadedModel(manifest, session, tuple(layout))
+    _smoke_test(model, version_dir)
+    return model
+
+
+def _smoke_test(model: LoadedModel, version_dir: Path) -> None:
+    """Run one all-missing row: the cold-start input every model must handle."""
+    try:
+        out = model.predict(model.rows([{}]))
+    except Exception as exc:  # any failure here means the model cannot serve
+        raise ManifestError(f"{version_dir}: smoke inference failed: {exc}") from exc
+    if out.shape != (1, model.manifest.output_width):
+        raise ManifestError(
+            f"{version_dir}: output {model.manifest.output_name} has shape {out.shape}, "
+            f"manifest says (1, {model.manifest.output_width})"
+        )
+    if not np.all(np.isfinite(out)):
+        raise ManifestError(f"{version_dir}: smoke inference produced non-finite probabilities")
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The propensity and send-time models served together."""
+
+    propensity: LoadedModel
+    send_time: LoadedModel
+
+    @functools.cached_property
+    def versions(self) -> dict[str, str]:
+        """Name → version; every response carries it, so it is built once per model set."""
+        return {m.name: m.version for m in (self.propensity, self.send_time)}
+
+    @functools.cached_property
+    def horizon_days(self) -> int:
+        """The propensity label's horizon, as responses report it."""
+        return int(self.propensity.manifest.label.get("horizon_days", 0))
+
+    @property
+    def feature_refs(self) -> list[str]:
+        """Union of both models' inputs, in first-seen order: one online read serves both."""
+        return list(
+            dict.fromkeys(self.propensity.manifest.feature_refs + self.send_time.manifest.feature_refs)
+        )
+
+
+def load_latest(models_dir: Path) -> ModelSet:
+    """The newest version of each model, loaded and checked."""
+    models = ModelSet(
+        load_model(latest_version_dir(models_dir, PROPENSITY)),
+        load_model(latest_version_dir(models_dir, SEND_TIME)),
+    )
+    validate_pair(models)
+    return models
+
+
+def validate_pair(models: ModelSet) -> None:
+    """Each model is in its slot and has the output the scoring core reads."""
+    for slot, model, width in (
+        (PROPENSITY, models.propensity, 2),
+        (SEND_TIME, models.send_time, HOURS_OF_WEEK),
+    ):
+        if model.name != slot:
+            raise ManifestError(f"model {model.name!r} {model.version} found where {slot!r} belongs")
+        if model.manifest.output_width != width:
+            raise ManifestError(
+                f"{slot} {model.version}: output width {model.manifest.output_width}, expected {width}"
+            )
+
+
+def served_refs(store: FeatureStore, service_name: str) -> set[str]:
+    """Feature refs ("view:feature") the registry's feature service serves."""
+    service = store.get_feature_service(service_name)
+    return {f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features}
+
+
+def check_served(store: FeatureStore, models: ModelSet, context_refs: Sequence[str] = ()) -> None:
+    """Reject models whose manifest names features their feature service does not serve.
+
+    ``context_refs`` are features the core reads beside model inputs (the time zone); they
+    must be served by the send-time model's feature service.
+    """
+    problems = []
+    for model in (models.propensity, models.send_time):
+        name = model.manifest.feature_service
+        try:
+            refs = served_refs(store, name)
+        except Exception as exc:  # feast raises its own not-found types
+            problems.append(
+                f"model {model.name} {model.version}: feature service '{name}' not in registry ({exc})"
+            )
+            continue
+        missing = [r for r in model.manifest.feature_refs if r not in refs]
+        if model is models.send_time:
+            missing += [r for r in context_refs if r not in refs]
+        if missing:
+            problems.append(
+                f"model {model.name} {model.version}: feature service '{name}' does not serve {', '.join(missing)}"
+            )
+    if problems:
+        raise ManifestError("; ".join(problems))
