@@ -1,0 +1,103 @@
+"""Score customers against a running server: `nudge score --target localhost:50051 c000001 c000002`.
+
+A real gRPC client (one ScoreBatch call); prints a table, or JSON with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nudge.v1 import scoring_pb2 as pb
+from nudge.v1 import scoring_pb2_grpc
+from service.security import add_client_arguments, client_security
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("customer_ids", nargs="+", metavar="ID", help="Customer ids to score.")
+    parser.add_argument("--target", default="localhost:50051", help="Server address HOST:PORT.")
+    parser.add_argument("--now", help="Score as of this ISO-8601 time (default: the server clock).")
+    parser.add_argument("--window-hours", type=float, help="Send window length from now (default 24).")
+    parser.add_argument("--quiet", help="Local quiet hours START-END, e.g. 22-7.")
+    parser.add_argument("--timeout", type=float, default=5.0, help="Deadline in seconds.")
+    parser.add_argument("--json", action="store_true", help="Print the responses as JSON.")
+    add_client_arguments(parser)
+
+
+def _stamp(when: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def _parse_time(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def build_requests(args: argparse.Namespace) -> list[pb.ScoreRequest]:
+    """One ScoreRequest per id with the shared options from the command line."""
+    options: dict[str, Any] = {}
+    now = _parse_time(args.now) if args.now else None
+    if now is not None:
+        options["now"] = _stamp(now)
+    if args.window_hours is not None:
+        start = now or datetime.now(UTC)
+        options["window_start"] = _stamp(start)
+        options["window_end"] = _stamp(
+            datetime.fromtimestamp(start.timestamp() + args.window_hours * 3600, UTC)
+        )
+    if args.quiet:
+        start_hour, end_hour = (int(part) for part in args.quiet.split("-"))
+        options["quiet_hours"] = pb.QuietHours(start_hour=start_hour, end_hour=end_hour)
+    return [pb.ScoreRequest(customer_id=cid, **options) for cid in args.customer_ids]
+
+
+def format_table(response: pb.ScoreBatchResponse) -> str:
+    """A readable table: one line per customer."""
+    header = f"{'customer':<12} {'propensity':>10} {'decision':<9} {'best send (local)':<26} {'features':<9} reason"
+    lines = [header, "-" * len(header)]
+    for result in response.results:
+        if result.HasField("error"):
+            err = result.error
+            lines.append(f"{err.customer_id:<12} {'-':>10} {'ERROR':<9} {'':<26} {'':<9} {err.message}")
+            continue
+        r = result.response
+        decision = pb.Decision.Name(r.decision).removeprefix("DECISION_")
+        status = pb.FeatureStatus.Name(r.feature_status).removeprefix("FEATURE_STATUS_")
+        local = r.best_send_time_local or "-"
+        lines.append(
+            f"{r.customer_id:<12} {r.purchase_propensity:>10.3f} {decision:<9} {local:<26} {status:<9} {r.reason}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        security = client_security(args)
+    except ValueError as exc:
+        print(f"nudge score: {exc}", file=sys.stderr)
+        return 2
+    with security.channel(args.target) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        try:
+            response = stub.ScoreBatch(
+                pb.ScoreBatchRequest(requests=build_requests(args)),
+                timeout=args.timeout,
+                metadata=security.metadata,
+            )
+        except grpc.RpcError as exc:
+            print(f"nudge score: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(json_format.MessageToDict(response), indent=2))
+    else:
+        print(format_table(response))
+    return 0

@@ -1,0 +1,280 @@
+"""Run the nudge gRPC server: `nudge serve --repo feature_repo --models models`.
+
+Start-up loads the newest version of each model, checks every ONNX sha256 against its
+manifest, checks that the Feast registry's feature services serve every feature the manifests
+name (refusing to start otherwise, naming what is missing), derives the online-read plan once,
+and only then reports SERVING on grpc.health.v1. Server reflection is on, so grpcurl and ghz
+need no proto files. SIGTERM/SIGINT: health goes NOT_SERVING, in-flight calls get
+``--grace-seconds`` to finish, then the process exits.
+
+TLS, tokens and hostile bytes: service/security.py. Metrics (one port for all workers):
+service/metrics.py. Logs and request ids: service/logs.py. Tracing: service/tracing.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from nudge.v1 import scoring_pb2
+from service import config, logs, security
+from service.core import CONTEXT_REFS, Scorer
+from service.grpc_api import ScoringServicer
+from service.manifest import ManifestError
+from service.models import check_served, load_latest
+from service.reloader import ModelReloader
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from service.metrics import Metrics
+    from service.tracing import Tracing
+
+log = logging.getLogger("nudge.server")
+SERVICE_NAME = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
+
+
+class StartupError(RuntimeError):
+    """The server must not start; the message says why."""
+
+
+def open_store(settings: config.Settings) -> FeatureStore:
+    """The Feast FeatureStore for the configured repo (imports feast: start-up only)."""
+    from feast import FeatureStore
+
+    yaml_path = settings.feature_store_yaml
+    return FeatureStore(repo_path=str(settings.repo), fs_yaml_file=Path(yaml_path) if yaml_path else None)
+
+
+def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
+    """Everything done once: models loaded and checked, registry checked, read plan derived."""
+    from service.online_features import build_reader
+
+    store = open_store(settings)
+    try:
+        models = load_latest(settings.models)
+        check_served(store, models, CONTEXT_REFS)
+    except ManifestError as exc:
+        raise StartupError(f"refusing to start: {exc}") from exc
+    refs = list(dict.fromkeys([*models.feature_refs, *CONTEXT_REFS]))
+    reader = build_reader(
+        store, refs, fast=settings.fast_features, timeout_s=settings.store_timeout_ms / 1000
+    )
+    return Scorer(reader, models, settings), store
+
+
+def grpc_options(settings: config.Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1),
+    ]
+
+
+def interceptors(
+    settings: config.Settings, metrics: Metrics | None, tracing: Tracing | None
+) -> list[grpc.aio.ServerInterceptor]:
+    """Only the interceptors a feature that is on needs; outermost first, so the trace and the
+    metrics also see calls the token check refuses."""
+    chain: list[grpc.aio.ServerInterceptor] = []
+    if tracing is not None:
+        chain.append(tracing.interceptor())
+    request_ids = settings.log_format == "json" or settings.access_log
+    if metrics is not None or request_ids:
+        from service.metrics import RpcObserver
+
+        methods = [*security.SCORING_METHODS, "/grpc.health.v1.Health/Check"]
+        chain.append(
+            RpcObserver(metrics, access_log=settings.access_log, request_ids=request_ids, methods=methods)
+        )
+    auth = security.auth_interceptor(settings)
+    if auth is not None:
+        chain.append(auth)
+    return chain
+
+
+async def serve(settings: config.Settings, metrics: Metrics | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; health is SERVING only after the scorer is built."""
+    tracing = None
+    if settings.tracing:
+        from service.tracing import Tracing
+
+        tracing = Tracing(settings)
+    try:
+        await _serve(settings, metrics, tracing)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+
+
+async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tracing | None) -> None:
+    try:
+        chain = interceptors(settings, metrics, tracing)
+    except security.SecurityError as exc:
+        raise StartupError(f"refusing to start: {exc}") from exc
+    server = grpc.aio.server(options=grpc_options(settings), interceptors=chain)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    try:
+        transport = security.add_port(server, settings)
+    except security.SecurityError as exc:
+        raise StartupError(f"refusing to start: {exc}") from exc
+    servicer = ScoringServicer()
+    security.add_scoring_service(servicer, server)
+    started = time.monotonic()
+    await server.start()
+    try:
+        # Built on the loop's thread: store connections (sqlite3) belong to the thread using them.
+        scorer, store = build_scorer(settings)
+    except StartupError:
+        await server.stop(0)
+        raise
+    scorer.instrument(*(probe for probe in (metrics, tracing) if probe is not None))
+    if metrics is not None:
+        metrics.set_models(scorer.models.versions)
+    servicer.scorer = scorer
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "SERVING on %s (%s) in %.2fs; models %s",
+        settings.address,
+        transport,
+        time.monotonic() - started,
+        scorer.models.versions,
+    )
+    stop, reload = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    reloader = asyncio.create_task(ModelReloader(scorer, store).poll(settings.model_poll_seconds, reload))
+    await stop.wait()
+    reloader.cancel()
+    log.info("draining: NOT_SERVING, %.1fs grace for in-flight calls", settings.grace_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.grace_seconds)
+    log.info("stopped")
+
+
+def serve_process(settings: config.Settings) -> int:
+    """One server process: serve until signalled; exit code 2 when it refuses to start.
+
+    Metrics: a lone process serves /metrics itself; a worker of several only records (into
+    --metrics-dir files) and the parent serves the sum (see ``run_workers``)."""
+    logs.configure(settings)
+    metrics, exporter = None, None
+    try:
+        if settings.metrics_port:
+            from service import metrics as metrics_module
+
+            if settings.workers == 1:
+                metrics = metrics_module.Metrics()
+                exporter = metrics_module.serve_single(settings, metrics)
+            else:  # a worker of run_workers: metrics_dir is the directory the parent serves
+                metrics = metrics_module.Metrics(multiprocess_dir=settings.metrics_dir)
+        asyncio.run(serve(settings, metrics))
+    except (StartupError, OSError) as exc:
+        log.error("%s", exc)
+        print(f"nudge serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if exporter is not None:
+            exporter.close()
+    return 0
+
+
+def _worker_main(settings: config.Settings) -> None:
+    sys.exit(serve_process(settings))
+
+
+def run_workers(settings: config.Settings) -> int:
+    """N processes sharing the port (SO_REUSEPORT): each loads its own models and store
+    connections and answers its own health checks. SIGTERM/SIGINT to this parent is passed to
+    every worker, which drains; a worker that refuses to start stops them all. With metrics
+    on, this process serves /metrics for all workers (prometheus-client multiprocess mode)."""
+    logs.configure(settings)
+    exporter = None
+    if settings.metrics_port:
+        from service import metrics as metrics_module
+
+        try:
+            directory, created = metrics_module.prepare_multiprocess_dir(settings)
+            exporter = metrics_module.serve_multiprocess(settings, directory, owned=created)
+        except OSError as exc:
+            print(f"nudge serve: {exc}", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, metrics_dir=directory)
+    try:
+        return _run_workers(settings)
+    finally:
+        if exporter is not None:
+            exporter.close()
+
+
+def _run_workers(settings: config.Settings) -> int:
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker_main, args=(settings,), name=f"nudge-worker-{i}")
+        for i in range(settings.workers)
+    ]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for w in workers:
+            if w.pid is not None and w.is_alive():
+                os.kill(w.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for w in workers:
+        w.start()
+    code = 0
+    exited: set[int] = set()
+    while any(w.is_alive() for w in workers):
+        for w in workers:
+            w.join(timeout=0.2)
+            if w.exitcode is not None and w.pid is not None and w.pid not in exited:
+                exited.add(w.pid)
+                _worker_exited(settings, w.pid)
+            if w.exitcode not in (None, 0) and not stopping:
+                code = w.exitcode or 1
+                forward(signal.SIGTERM, None)
+    return code or max((w.exitcode or 0) for w in workers)
+
+
+def _worker_exited(settings: config.Settings, pid: int) -> None:
+    if settings.metrics_port and settings.metrics_dir is not None:
+        from service import metrics as metrics_module
+
+        metrics_module.worker_exited(settings.metrics_dir, pid)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = config.from_args(args)
+    return serve_process(settings) if settings.workers == 1 else run_workers(settings)
