@@ -1,0 +1,350 @@
+"""Who may call nudge, and what a caller can make it parse.
+
+Transport: ``--tls-cert``/``--tls-key`` serve TLS only (no plaintext port beside it);
+``--tls-client-ca`` adds mutual TLS, so the handshake itself refuses a client without a
+certificate that CA signed. Without a certificate the server is plaintext and says so in a
+warning at start-up: plaintext is for loopback, a sidecar or a mesh that does TLS for us.
+
+Callers: with ``--auth-tokens-file`` or ``NUDGE_AUTH_TOKENS`` every RPC except health checks
+and server reflection needs ``authorization: Bearer <token>`` metadata. Missing or unknown
+token → UNAUTHENTICATED; a known token whose line in the file does not list the method →
+PERMISSION_DENIED. Tokens are compared in constant time against every configured token, so
+timing tells an attacker nothing about how much of a guess was right. The check runs before
+the request is decoded: an unauthenticated caller cannot make the server parse anything.
+
+Hostile bytes: grpcio answers a request its deserializer rejects with UNKNOWN. The scoring
+service is registered here with deserializers that turn undecodable bytes (truncated, wrong
+wire types, invalid UTF-8) into INVALID_ARGUMENT naming the message type instead.
+
+Client side: ``nudge score`` and ``nudge bench`` take ``--tls-ca``/``--tls-cert``/``--tls-key``
+and ``--token`` (or ``NUDGE_TOKEN``) through :func:`add_client_arguments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from nudge.v1 import scoring_pb2 as pb
+from service.config import Settings
+
+log = logging.getLogger("nudge.security")
+
+SCORING_SERVICE = "nudge.v1.ScoringService"
+SCORING_METHODS = tuple(
+    f"/{SCORING_SERVICE}/{m.name}" for m in pb.DESCRIPTOR.services_by_name["ScoringService"].methods
+)
+# Always reachable without a token: load balancers and probes check health; grpcurl and ghz
+# need reflection before they can call anything. Neither reveals customer data.
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+AUTHORIZATION = "authorization"
+TOKEN_ENV = "NUDGE_TOKEN"
+
+
+class SecurityError(ValueError):
+    """TLS or token configuration that cannot be used; the message says which file and why."""
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def add_port(server: grpc.aio.Server, settings: Settings) -> str:
+    """Bind ``settings.address`` with TLS, mutual TLS or plaintext; returns which, for the log."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        # Settings validation allows this only with --plaintext chosen explicitly.
+        port = server.add_insecure_port(settings.address)
+        mode = "plaintext"
+        log.warning(
+            "serving PLAINTEXT on %s (--plaintext): anyone who can reach the port can read the traffic%s",
+            settings.address,
+            " (including bearer tokens)" if load_tokens(settings) else "",
+        )
+    else:
+        credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        port = server.add_secure_port(settings.address, credentials)
+        mode = "mutual TLS" if settings.tls_client_ca is not None else "TLS"
+    if port == 0:
+        raise SecurityError(f"cannot listen on {settings.address}")
+    return mode
+
+
+def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.ServerCredentials:
+    """TLS credentials from PEM files; with ``client_ca`` every client must present a
+    certificate that CA signed (checked in the handshake, before any RPC)."""
+    chain, private_key = _read_pem(cert, "certificate"), _read_pem(key, "private key")
+    roots = _read_pem(client_ca, "client CA") if client_ca is not None else None
+    try:
+        return grpc.ssl_server_credentials(
+            [(private_key, chain)], root_certificates=roots, require_client_auth=roots is not None
+        )
+    except Exception as exc:  # grpc raises plain errors for malformed PEM
+        raise SecurityError(f"TLS credentials from {cert} and {key} are unusable: {exc}") from exc
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SecurityError(f"cannot read {what} {path}: {exc}") from exc
+    if b"-----BEGIN" not in data:
+        raise SecurityError(f"{what} {path} is not PEM (no -----BEGIN line)")
+    return data
+
+
+# --------------------------------------------------------------------------- bearer tokens
+
+
+@dataclass(frozen=True)
+class Token:
+    """One accepted token and the methods it may call (None: every protected method)."""
+
+    secret: bytes
+    methods: frozenset[str] | None
+
+
+def load_tokens(settings: Settings) -> list[Token]:
+    """Tokens from ``auth_tokens`` (env/flag, all methods) and ``auth_tokens_file``.
+
+    File format, one token per line, ``#`` starts a comment::
+
+        s3cr3t-for-the-campaign-service
+        s3cr3t-for-a-dashboard  Score
+
+    Method names are short (``Score``) or full (``/nudge.v1.ScoringService/Score``).
+    """
+    tokens = [Token(t.strip().encode(), None) for t in settings.auth_tokens.split(",") if t.strip()]
+    if settings.auth_tokens_file is not None:
+        tokens += parse_token_file(settings.auth_tokens_file)
+    return tokens
+
+
+def parse_token_file(path: Path) -> list[Token]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecurityError(f"cannot read auth tokens file {path}: {exc}") from exc
+    tokens = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise SecurityError(f"{path}:{number}: expected 'TOKEN' or 'TOKEN Method,Method'")
+        methods = None
+        if len(fields) == 2:
+            methods = frozenset(_full_method(m) for m in fields[1].split(",") if m)
+        tokens.append(Token(fields[0].encode(), methods))
+    if not tokens:
+        raise SecurityError(f"auth tokens file {path} holds no tokens")
+    return tokens
+
+
+def _full_method(name: str) -> str:
+    return name if name.startswith("/") else f"/{SCORING_SERVICE}/{name}"
+
+
+def _rejection(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """A unary handler that fails the call without decoding the request (no deserializer)."""
+
+    async def reject(_request: bytes, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(reject)
+
+
+class BearerTokenAuth(grpc.aio.ServerInterceptor):
+    """Checks ``authorization: Bearer <token>`` on every RPC outside :data:`OPEN_SERVICES`.
+
+    Installed only when tokens are configured, so a server without auth pays nothing.
+    """
+
+    def __init__(self, tokens: Sequence[Token]) -> None:
+        if not tokens:
+            raise ValueError("BearerTokenAuth needs at least one token")
+        self._tokens = tuple(tokens)
+        self._missing = _rejection(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "missing bearer token: send metadata 'authorization: Bearer <token>'",
+        )
+        self._invalid = _rejection(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
+        self._denied: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method.startswith(OPEN_SERVICES):
+            return await continuation(handler_call_details)
+        presented = _bearer(handler_call_details.invocation_metadata)
+        if presented is None:
+            return self._missing
+        token = self.match(presented)
+        if token is None:
+            return self._invalid
+        if token.methods is not None and method not in token.methods:
+            return self._permission_denied(method)
+        return await continuation(handler_call_details)
+
+    def match(self, presented: bytes) -> Token | None:
+        """The configured token equal to ``presented``, comparing against all of them in
+        constant time each (no early exit), so response time does not depend on the guess."""
+        found = None
+        for token in self._tokens:
+            if hmac.compare_digest(token.secret, presented):
+                found = token
+        return found
+
+    def _permission_denied(self, method: str) -> grpc.RpcMethodHandler:
+        handler = self._denied.get(method)
+        if handler is None:
+            handler = _rejection(grpc.StatusCode.PERMISSION_DENIED, f"this token may not call {method[:200]}")
+            if len(self._denied) < 64:  # method names come from callers: bound the cache
+                self._denied[method] = handler
+        return handler
+
+
+def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> bytes | None:
+    for key, value in metadata or ():
+        if key == AUTHORIZATION:
+            text = value.decode("latin-1") if isinstance(value, bytes) else value
+            scheme, _, credential = text.strip().partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                return b""
+            return credential.strip().encode("utf-8", "surrogateescape")
+    return None
+
+
+def auth_interceptor(settings: Settings) -> BearerTokenAuth | None:
+    """The token check for these settings, or None when no tokens are configured."""
+    tokens = load_tokens(settings)
+    if not tokens:
+        return None
+    log.info("bearer-token auth on: %d token(s); health and reflection stay open", len(tokens))
+    return BearerTokenAuth(tokens)
+
+
+# --------------------------------------------------------------------------- hostile bytes
+
+
+class Undecodable:
+    """What the lenient deserializer hands the handler for bytes that are not the message."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _lenient(message: Any) -> Callable[[bytes], Any]:
+    parse = message.FromString
+    name = message.DESCRIPTOR.full_name
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except (DecodeError, ValueError, RecursionError):
+            return Undecodable(f"request is not a valid {name}")
+
+    return deserialize
+
+
+def _guarded(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Any:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if type(request) is Undecodable:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        return await behavior(request, context)
+
+    return guarded
+
+
+def add_scoring_service(servicer: Any, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as nudge.v1.ScoringService, like the generated
+    ``add_ScoringServiceServicer_to_server`` but answering undecodable requests with
+    INVALID_ARGUMENT (grpcio would say UNKNOWN)."""
+    handlers = {
+        "Score": grpc.unary_unary_rpc_method_handler(
+            _guarded(servicer.Score),
+            request_deserializer=_lenient(pb.ScoreRequest),
+            response_serializer=pb.ScoreResponse.SerializeToString,
+        ),
+        "ScoreBatch": grpc.unary_unary_rpc_method_handler(
+            _guarded(servicer.ScoreBatch),
+            request_deserializer=_lenient(pb.ScoreBatchRequest),
+            response_serializer=pb.ScoreBatchResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SCORING_SERVICE, handlers),))
+    server.add_registered_method_handlers(SCORING_SERVICE, handlers)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- client side
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """How a client reaches a secured server; picklable, so load processes get a copy."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+    token: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.ca is not None or self.cert is not None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """Per-call metadata carrying the token (None without one)."""
+        return ((AUTHORIZATION, f"Bearer {self.token}"),) if self.token else None
+
+    def channel(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+        """A blocking-stack channel: TLS when a CA or client certificate is set."""
+        if not self.tls:
+            return grpc.insecure_channel(target, options=list(options))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+        return grpc.secure_channel(target, credentials, options=list(options))
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("security (for a server started with TLS or tokens)")
+    group.add_argument("--tls-ca", type=Path, help="CA (PEM) that signed the server's certificate: use TLS.")
+    group.add_argument("--tls-cert", type=Path, help="Client certificate (PEM) for mutual TLS.")
+    group.add_argument("--tls-key", type=Path, help="Client private key (PEM) for --tls-cert.")
+    group.add_argument(
+        "--token", help=f"Bearer token (prefer the {TOKEN_ENV} environment variable: flags show in ps)."
+    )
+
+
+def client_security(args: argparse.Namespace) -> ClientSecurity:
+    """The ClientSecurity the ``add_client_arguments`` flags (and ``NUDGE_TOKEN``) describe."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    read = {name: _read_pem(path, name) for name, path in _client_files(args) if path is not None}
+    return ClientSecurity(
+        ca=read.get("CA"),
+        cert=read.get("certificate"),
+        key=read.get("private key"),
+        token=args.token or os.environ.get(TOKEN_ENV) or None,
+    )
+
+
+def _client_files(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    return [("CA", args.tls_ca), ("certificate", args.tls_cert), ("private key", args.tls_key)]
