@@ -1,0 +1,895 @@
+"""Load-test a running nudge server the way ghz does, against a no-op baseline in the same run.
+
+  nudge bench --target 127.0.0.1:50051 --now 2026-05-05T00:00:00Z --duration 20
+  nudge bench --target 127.0.0.1:50051 --now 2026-05-05T00:00:00Z --rps 1000 --duration 30
+  nudge bench --target 127.0.0.1:50051 -c 16 --client-procs 4 --duration 20
+  nudge bench --target 127.0.0.1:50051 --call ScoreBatch --batch-size 100 -n 2000
+  nudge bench features --repo feature_repo [--feature-store-yaml feature_repo/feature_store.redis.yaml]
+  nudge bench ghz-data --ids-from data/customers.parquet --now 2026-05-05T00:00:00Z --out FILE
+
+Load:
+  closed loop  --concurrency C calls in flight, each sent when the previous one returns, for
+               -n/--total calls or --duration seconds per method.
+  open loop    --rps R calls per second on a fixed schedule for --duration seconds. Latency
+               counts from the *scheduled* send time, so a client or server that falls behind
+               shows up as latency instead of silently sending less (coordinated omission).
+Customer ids cycle through --ids (JSON list, ghz data file or one id per line; default: the
+committed loadtest/customers.json) or --ids-from (a parquet file with a customer_id column).
+
+Baseline: the same run also calls grpc.health.v1.Health/Check, which does no work, with the
+same client and load. Absolute times drift on shared machines, so the headline figure is the
+method's p50 divided by the no-op p50. The two alternate in --rounds short phases (ABBA order)
+after a --warmup that is not counted, and the ratio is the median of the per-round ratios.
+
+Statistics follow ghz: count, total, requests/sec, fastest/average/slowest, the 10..99 %
+latency distribution (nearest rank, over OK calls, as ghz), status-code and error
+distributions. --client-procs K splits the load over K processes (one channel each) and merges
+their raw latency samples, never their percentiles. The client is grpcio's synchronous stack,
+blocking calls in threads (see _send_loop for why), sending pre-serialised requests and not
+decoding responses. Every run is bounded in calls and time; only loopback targets are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import ipaddress
+import itertools
+import json
+import math
+import multiprocessing
+import queue
+import socket
+import statistics
+import sys
+import threading
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nudge.v1 import scoring_pb2 as pb
+from service.security import ClientSecurity, add_client_arguments, client_security
+
+SCHEMA = "nudge.bench/v1"
+BASELINE = "Check"
+METHOD_PATHS = {
+    "Score": "/nudge.v1.ScoringService/Score",
+    "ScoreBatch": "/nudge.v1.ScoringService/ScoreBatch",
+    BASELINE: "/grpc.health.v1.Health/Check",
+}
+PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
+DEFAULT_IDS = Path(__file__).resolve().parent.parent / "loadtest" / "customers.json"
+DEFAULT_TOTAL = 5000
+# Bounds that keep a typo from turning into an hour of load on a shared machine.
+MAX_DURATION_S = 3600.0
+MAX_TOTAL = 10_000_000
+MAX_RPS = 100_000.0
+MAX_CONCURRENCY = 1024
+OPEN_LOOP_THREADS = 16  # open loop: sending threads, i.e. the most calls in flight
+MAX_PROCS = 32
+MAX_DISTINCT_REQUESTS = 100_000
+CONNECT_TIMEOUT_S = 5.0
+PROGRESS_EVERY_S = 10.0
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC under test, with its requests serialised once (cycled through per call)."""
+
+    name: str
+    path: str
+    requests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Load:
+    """How one process drives each phase. Exactly one of calls/seconds is set per phase."""
+
+    concurrency: int
+    rps: float | None
+    calls: int | None
+    seconds: float | None
+    warmup_calls: int
+    warmup_seconds: float
+    timeout_s: float
+
+    def warmup(self) -> Load | None:
+        """The uncounted warm-up phase with this load, or None (open loop: calls → seconds)."""
+        if not (self.warmup_calls or self.warmup_seconds):
+            return None
+        if self.rps is not None:
+            seconds = self.warmup_seconds or self.warmup_calls / self.rps
+            return replace(self, calls=None, seconds=seconds)
+        return replace(self, calls=self.warmup_calls or None, seconds=self.warmup_seconds or None)
+
+    @property
+    def phase_limit_s(self) -> float:
+        """Hard stop for one phase, whatever the server does."""
+        if self.seconds is not None:
+            return self.seconds + self.timeout_s + 5.0
+        return MAX_DURATION_S
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a load-generating process needs; picklable so child processes get a copy."""
+
+    target: str
+    methods: tuple[Method, ...]  # the method under test first, then the baseline if any
+    rounds: int
+    load: Load
+    first_index: int = 0  # where this process starts in each method's request cycle
+    security: ClientSecurity = field(default_factory=ClientSecurity)  # TLS and token, if secured
+
+    def order(self, round_index: int) -> tuple[Method, ...]:
+        """ABBA order: a linear drift over the run weighs on every method alike."""
+        return self.methods if round_index % 2 == 0 else self.methods[::-1]
+
+    def share(self, index: int, procs: int) -> Plan:
+        """This plan's part for process ``index`` of ``procs``: load split, ids staggered."""
+        load = self.load
+        part = replace(
+            load,
+            concurrency=_split(load.concurrency, index, procs),
+            rps=None if load.rps is None else load.rps / procs,
+            calls=None if load.calls is None else _split(load.calls, index, procs),
+            warmup_calls=_split(load.warmup_calls, index, procs),
+        )
+        stagger = index * max(1, len(self.methods[0].requests) // procs)
+        return replace(self, load=part, first_index=stagger)
+
+
+def _split(total: int, index: int, parts: int) -> int:
+    """Integer share ``index`` of ``total`` over ``parts`` (shares differ by at most one)."""
+    return total // parts + (1 if index < total % parts else 0)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Phase:
+    """Raw outcome of one method for one round in one process (latencies in nanoseconds)."""
+
+    method: str
+    round: int
+    ok_ns: array[int] = field(default_factory=lambda: array("q"))
+    error_ns: array[int] = field(default_factory=lambda: array("q"))
+    codes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    started_ns: int = 0
+    ended_ns: int = 0
+    cpu_s: float = 0.0
+    lag_ns: array[int] = field(default_factory=lambda: array("q"))  # open loop: send - scheduled
+
+    @property
+    def count(self) -> int:
+        return len(self.ok_ns) + len(self.error_ns)
+
+    def absorb(self, other: Phase) -> None:
+        """Merge another process's samples of the same phase: raw samples, never percentiles."""
+        self.ok_ns.extend(other.ok_ns)
+        self.error_ns.extend(other.error_ns)
+        self.codes.update(other.codes)
+        self.errors.update(other.errors)
+        self.started_ns = min(self.started_ns, other.started_ns)
+        self.ended_ns = max(self.ended_ns, other.ended_ns)
+        self.cpu_s += other.cpu_s
+        self.lag_ns.extend(other.lag_ns)
+
+
+class _Sink:
+    """Where one sending thread records outcomes; lists, merged once the phase is over."""
+
+    def __init__(self) -> None:
+        self.ok: list[int] = []
+        self.error: list[int] = []
+        self.codes: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.lag: list[int] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.ok) + len(self.error)
+
+    def fail(self, latency_ns: int, error: grpc.RpcError) -> None:
+        """Count a failed call under its status code and its error text (ghz's two tables)."""
+        code, details = error.code().name, error.details()
+        self.error.append(latency_ns)
+        self.codes[code] += 1
+        self.errors[f"{code}: {details}"] += 1
+
+
+def _phase(method: str, round_index: int, sinks: Iterable[_Sink], started: int, cpu0: float) -> Phase:
+    phase = Phase(method, round_index, started_ns=started, ended_ns=time.perf_counter_ns())
+    phase.cpu_s = time.process_time() - cpu0
+    for sink in sinks:
+        phase.ok_ns.extend(sink.ok)
+        phase.error_ns.extend(sink.error)
+        phase.codes.update(sink.codes)
+        phase.errors.update(sink.errors)
+        phase.lag_ns.extend(sink.lag)
+    if phase.ok_ns:
+        phase.codes["OK"] += len(phase.ok_ns)
+    return phase
+
+
+# --------------------------------------------------------------------------- load engine
+
+
+def _send_loop(
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes],
+    requests: Sequence[bytes],
+    first: int,
+    load: Load,
+    sinks: Sequence[_Sink],
+) -> None:
+    """One thread per sink making blocking calls; paced to a schedule in open loop.
+
+    Closed loop: each thread sends its next call as soon as the previous one returns, until
+    ``load.calls`` calls or ``load.seconds`` have passed. Open loop: call n is due at
+    start + n / rps; whichever thread takes it sleeps until then (a thread sleep is precise to
+    tens of µs, an asyncio timer rounds up to a whole millisecond), and its latency counts
+    from the due time, so a late send (all threads busy, or the client starved of CPU) shows
+    as latency and as send lag instead of silently lowering the load.
+
+    Why blocking calls in threads: grpcio's sync stack waits in C without the GIL and has no
+    event loop between a response and the next send. On this 2-core machine it cost the
+    least client CPU per call and gave the lowest latency with 1-4 calls in flight per
+    process, against grpc.aio (one channel, many tasks) and chained futures; more load is
+    spread over processes (loadtest/README.md has the numbers).
+    """
+    pc = time.perf_counter_ns
+    start = pc() + 1_000_000  # the first due time, once every thread is running
+    limit_s = load.seconds if load.seconds is not None and load.rps is None else load.phase_limit_s
+    stop_ns = start + int(limit_s * 1e9)
+    if load.rps is not None:
+        assert load.seconds is not None
+        total, period_ns = max(1, round(load.rps * load.seconds)), 1e9 / load.rps
+    else:
+        total, period_ns = load.calls if load.calls is not None else sys.maxsize, 0.0
+    numbers = itertools.count()  # next() is atomic under the GIL: the threads share it
+    size, timeout = len(requests), load.timeout_s
+
+    def send(sink: _Sink) -> None:
+        record = sink.ok.append  # hoisted: this loop is the client's per-call overhead
+        for n in numbers:
+            if n >= total or pc() >= stop_ns:
+                return
+            request = requests[(first + n) % size]
+            if period_ns:
+                due = start + int(n * period_ns)
+                if due > pc():
+                    time.sleep((due - pc()) / 1e9)
+                sink.lag.append(pc() - due)
+            else:
+                due = pc()
+            try:
+                call(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                sink.fail(pc() - due, exc)
+            else:
+                record(pc() - due)
+
+    threads = [threading.Thread(target=send, args=(sink,), daemon=True) for sink in sinks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# --------------------------------------------------------------------------- one process
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    """Progress sink of all but the first load process."""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_plan(plan: Plan, progress: Progress = _quiet, barrier: Any = None) -> list[Phase]:
+    """Warm up, then every round's phases, in this process on one channel.
+
+    ``barrier`` (several processes) lines all processes up before each phase so they always
+    load the server with the same method at the same time.
+    """
+    with plan.security.channel(plan.target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
+            raise ConnectionError(f"no gRPC server answers at {plan.target}") from None
+        calls = {m.name: _with_token(channel.unary_unary(m.path, None, None), plan) for m in plan.methods}
+        cursor = dict.fromkeys(calls, plan.first_index)
+        load = plan.load
+        warmup = load.warmup()
+        if warmup is not None:
+            for method in plan.methods:
+                cursor[method.name] += _run_phase(
+                    calls[method.name], method, warmup, cursor[method.name], -1, progress
+                ).count
+            progress(f"warm-up done: {_describe_warmup(load)} per method, not counted")
+        phases = []
+        for round_index in range(plan.rounds):
+            for method in plan.order(round_index):
+                if barrier is not None:
+                    barrier.wait(timeout=load.phase_limit_s + 60)
+                phase = _run_phase(
+                    calls[method.name], method, load, cursor[method.name], round_index, progress
+                )
+                cursor[method.name] += phase.count
+                phases.append(phase)
+                progress(_phase_line(phase, plan.rounds))
+        return phases
+
+
+def _with_token(
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes], plan: Plan
+) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
+    """The call with the bearer token bound once (not built per call), when there is one."""
+    metadata = plan.security.metadata
+    if metadata is None:
+        return call
+    bound: Any = functools.partial(call, metadata=metadata)
+    return bound
+
+
+def _run_phase(
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes],
+    method: Method,
+    load: Load,
+    first: int,
+    round_index: int,
+    progress: Progress,
+) -> Phase:
+    sinks = [_Sink() for _ in range(load.concurrency)]
+    started, cpu0 = time.perf_counter_ns(), time.process_time()
+    with _ticker(progress, method.name, sinks):
+        _send_loop(call, method.requests, first, load, sinks)
+    return _phase(method.name, round_index, sinks, started, cpu0)
+
+
+@contextmanager
+def _ticker(progress: Progress, label: str, sinks: Sequence[_Sink]) -> Iterator[None]:
+    """Report calls made so far every PROGRESS_EVERY_S while a long phase runs."""
+    if progress is _quiet:
+        yield
+        return
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(PROGRESS_EVERY_S):
+            progress(f"  {label}: {sum(sink.count for sink in sinks)} calls so far")
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _describe_warmup(load: Load) -> str:
+    if load.warmup_seconds:
+        return f"{load.warmup_seconds:g} s"
+    return f"{load.warmup_calls} calls"
+
+
+def _phase_line(phase: Phase, rounds: int) -> str:
+    ok = sorted(phase.ok_ns)
+    p50 = f"{_nearest_rank(ok, 50) / 1e6:.3f} ms" if ok else "-"
+    seconds = (phase.ended_ns - phase.started_ns) / 1e9
+    errors = len(phase.error_ns)
+    return (
+        f"round {phase.round + 1}/{rounds} {phase.method}: {phase.count} calls in {seconds:.1f} s, p50 {p50}"
+        + (f", {errors} errors" if errors else "")
+    )
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def run_processes(plan: Plan, procs: int, progress: Progress = _say) -> list[Phase]:
+    """Run the plan split over ``procs`` processes and merge their phases sample by sample."""
+    if procs == 1:
+        return run_plan(plan, progress)
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold gRPC threads
+    barrier = context.Barrier(procs)
+    results: multiprocessing.Queue[tuple[int, list[Phase] | str]] = context.Queue()
+    children = [
+        context.Process(target=_child, args=(plan.share(i, procs), i, barrier, results), daemon=True)
+        for i in range(procs)
+    ]
+    for child in children:
+        child.start()
+    try:
+        outcomes = _collect(results, procs, _run_bound_s(plan))
+    finally:
+        for child in children:
+            child.join(timeout=5)
+            if child.is_alive():
+                child.terminate()
+    return _merge(outcomes)
+
+
+def _child(plan: Plan, index: int, barrier: Any, results: Any) -> None:
+    """Entry point of a load process: run the plan share, send back phases or the error."""
+    try:
+        results.put((index, run_plan(plan, _say if index == 0 else _quiet, barrier)))
+    except Exception as exc:
+        barrier.abort()
+        results.put((index, f"{type(exc).__name__}: {exc}"))
+
+
+def _collect(results: Any, procs: int, bound_s: float) -> list[list[Phase]]:
+    """Every process's phases in process order; the first failure (or the time bound) raises."""
+    deadline = time.monotonic() + bound_s
+    outcomes: dict[int, list[Phase]] = {}
+    while len(outcomes) < procs:
+        try:
+            index, outcome = results.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RuntimeError(f"load processes did not finish within {bound_s:.0f} s") from None
+        if isinstance(outcome, str):
+            raise RuntimeError(f"load process {index} failed: {outcome}")
+        outcomes[index] = outcome
+    return [outcomes[i] for i in sorted(outcomes)]
+
+
+def _run_bound_s(plan: Plan) -> float:
+    load = plan.load
+    phases = plan.rounds * len(plan.methods)
+    warmup = len(plan.methods) * (load.warmup_seconds or 0.0)
+    return 60.0 + warmup + phases * (load.phase_limit_s + 60)
+
+
+def _merge(outcomes: list[list[Phase]]) -> list[Phase]:
+    """Phases of all processes, merged per (round, method), in the first process's order."""
+    merged = {(p.round, p.method): p for p in outcomes[0]}
+    for phases in outcomes[1:]:
+        for phase in phases:
+            merged[(phase.round, phase.method)].absorb(phase)
+    return list(merged.values())
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _nearest_rank(ordered: Sequence[int], percent: float) -> int:
+    """ghz's percentile: the nearest-rank value of an ascending sequence."""
+    rank = math.ceil(percent / 100 * len(ordered))
+    return ordered[max(0, rank - 1)]
+
+
+def _ms(ns: float) -> float:
+    return round(ns / 1e6, 4)
+
+
+def summarize(phases: Sequence[Phase], path: str) -> dict[str, Any]:
+    """ghz's summary of one method over all its rounds (the report's per-method object)."""
+    ok = sorted(itertools.chain.from_iterable(p.ok_ns for p in phases))
+    errors = list(itertools.chain.from_iterable(p.error_ns for p in phases))
+    count = len(ok) + len(errors)
+    total_s = sum(p.ended_ns - p.started_ns for p in phases) / 1e9
+    codes: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
+    for p in phases:
+        codes.update(p.codes)
+        messages.update(p.errors)
+    round_p50 = [_nearest_rank(sorted(p.ok_ns), 50) for p in phases if p.ok_ns]
+    lag = sorted(itertools.chain.from_iterable(p.lag_ns for p in phases))
+    return {
+        "method": path.lstrip("/"),
+        "count": count,
+        "ok": len(ok),
+        "errors": len(errors),
+        "total_s": round(total_s, 4),
+        "rps": round(count / total_s, 2) if total_s > 0 else None,
+        "fastest_ms": _ms(ok[0]) if ok else None,
+        "average_ms": _ms((sum(ok) + sum(errors)) / count) if count else None,
+        "slowest_ms": _ms(ok[-1]) if ok else None,
+        "latency_ms": {f"p{q}": _ms(_nearest_rank(ok, q)) for q in PERCENTILES} if ok else None,
+        "p50_ms_median_of_rounds": _ms(statistics.median(round_p50)) if round_p50 else None,
+        "status_codes": dict(codes.most_common()),
+        "error_distribution": dict(messages.most_common()),
+        "client_cpu_us_per_call": round(sum(p.cpu_s for p in phases) / count * 1e6, 1) if count else None,
+        "send_lag_ms": {
+            "p50": _ms(_nearest_rank(lag, 50)),
+            "p99": _ms(_nearest_rank(lag, 99)),
+            "max": _ms(lag[-1]),
+        }
+        if lag
+        else None,
+    }
+
+
+def round_ratios(phases: Sequence[Phase], target: str) -> list[dict[str, Any]]:
+    """Per round: each method's p50 and the target's p50 over the baseline's."""
+    rounds: dict[int, dict[str, float]] = {}
+    for p in phases:
+        if p.ok_ns:
+            rounds.setdefault(p.round, {})[p.method] = _nearest_rank(sorted(p.ok_ns), 50)
+    out = []
+    for index in sorted(rounds):
+        p50 = rounds[index]
+        ratio = p50[target] / p50[BASELINE] if target in p50 and BASELINE in p50 else None
+        out.append(
+            {
+                "round": index,
+                "p50_ms": {name: _ms(value) for name, value in p50.items()},
+                "ratio_p50": None if ratio is None else round(ratio, 4),
+            }
+        )
+    return out
+
+
+def build_report(plan: Plan, phases: Sequence[Phase], options: dict[str, Any]) -> dict[str, Any]:
+    """The JSON report (schema ``nudge.bench/v1``; see loadtest/README.md)."""
+    target = plan.methods[0].name
+    results = {m.name: summarize([p for p in phases if p.method == m.name], m.path) for m in plan.methods}
+    rounds = round_ratios(phases, target)
+    ratios = [r["ratio_p50"] for r in rounds if r["ratio_p50"] is not None]
+    return {
+        "schema": SCHEMA,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "target": plan.target,
+        "call": target,
+        "baseline": BASELINE if len(plan.methods) > 1 else None,
+        "options": options,
+        "results": results,
+        "ratio_p50": round(statistics.median(ratios), 4) if ratios else None,
+        "rounds": rounds,
+    }
+
+
+# --------------------------------------------------------------------------- text output
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """ghz-style text: a summary per method, then the headline ratio."""
+    options = report["options"]
+    mode = (
+        f"open loop {options['rps']:g} RPS"
+        if options["rps"]
+        else f"closed loop, concurrency {options['concurrency']}"
+    )
+    lines = [
+        f"nudge bench {report['target']}: {mode}, {options['rounds']} rounds, "
+        f"warm-up {options['warmup']}, {options['client_procs']} client process(es), {options['ids']} ids",
+    ]
+    for name, summary in report["results"].items():
+        role = "no-op baseline" if name == report["baseline"] else "target"
+        lines += ["", f"{summary['method']} ({role})", *_format_summary(summary)]
+    if report["ratio_p50"] is not None:
+        per_round = " ".join(f"{r['ratio_p50']:.2f}" for r in report["rounds"] if r["ratio_p50"] is not None)
+        lines += [
+            "",
+            f"{report['call']} p50 / {report['baseline']} p50 = {report['ratio_p50']:.2f} "
+            f"(median of rounds: {per_round})",
+        ]
+    return "\n".join(lines)
+
+
+def _format_summary(s: dict[str, Any]) -> list[str]:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f} ms"
+
+    lines = [
+        "Summary:",
+        f"  Count:        {s['count']}",
+        f"  Total:        {s['total_s']:.2f} s",
+        f"  Slowest:      {ms(s['slowest_ms'])}",
+        f"  Fastest:      {ms(s['fastest_ms'])}",
+        f"  Average:      {ms(s['average_ms'])}",
+        f"  Requests/sec: {s['rps'] if s['rps'] is not None else '-'}",
+        "",
+        "Latency distribution:",
+    ]
+    for key, value in (s["latency_ms"] or {}).items():
+        lines.append(f"  {key[1:]:>2} % in {ms(value)}")
+    lines.append(f"  p50, median of rounds: {ms(s['p50_ms_median_of_rounds'])}")
+    if s["send_lag_ms"]:
+        lag = s["send_lag_ms"]
+        lines.append(
+            f"  send lag behind schedule: p50 {ms(lag['p50'])}, p99 {ms(lag['p99'])}, max {ms(lag['max'])}"
+        )
+    lines += ["", "Status code distribution:"]
+    lines += [f"  [{code}]  {n} responses" for code, n in s["status_codes"].items()]
+    if s["error_distribution"]:
+        lines += ["", "Error distribution:"]
+        lines += [f"  [{n}]  {message}" for message, n in s["error_distribution"].items()]
+    lines.append(f"Client CPU: {s['client_cpu_us_per_call']} µs per call")
+    return lines
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_ids(path: Path | None, parquet: Path | None) -> list[str]:
+    """Customer ids from a parquet file's customer_id column, or a JSON/plain-text id file.
+
+    A JSON file may be a list of ids or a ghz data file (objects with ``customer_id``);
+    anything else is read as one id per line.
+    """
+    if parquet is not None:
+        import pyarrow.parquet as pq  # only this input needs pyarrow
+
+        ids = [str(v) for v in pq.read_table(parquet, columns=["customer_id"]).column(0).to_pylist()]
+    else:
+        ids = _read_id_file(path or DEFAULT_IDS)
+    if not ids:
+        raise ValueError("no customer ids to send")
+    return ids
+
+
+def _read_id_file(path: Path) -> list[str]:
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of ids or of objects with customer_id")
+    return [str(item["customer_id"]) if isinstance(item, dict) else str(item) for item in data]
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601; a time without offset is UTC."""
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _score_messages(ids: Sequence[str], now: datetime | None) -> list[pb.ScoreRequest]:
+    """One ScoreRequest per id, at most MAX_DISTINCT_REQUESTS (they are cycled through)."""
+    stamp = None
+    if now is not None:
+        stamp = Timestamp()
+        stamp.FromDatetime(now)
+    return [pb.ScoreRequest(customer_id=cid, now=stamp) for cid in ids[:MAX_DISTINCT_REQUESTS]]
+
+
+def score_requests(ids: Sequence[str], now: datetime | None) -> tuple[bytes, ...]:
+    """Serialised once, before the run: the send loop only picks the next bytes."""
+    return tuple(m.SerializeToString() for m in _score_messages(ids, now))
+
+
+def batch_requests(ids: Sequence[str], now: datetime | None, size: int) -> tuple[bytes, ...]:
+    """Serialised ScoreBatchRequests of ``size`` consecutive ids, wrapping round the id list."""
+    singles = _score_messages(ids, now)
+    batches = max(1, min(MAX_DISTINCT_REQUESTS // size, math.ceil(len(singles) / size)))
+    return tuple(
+        pb.ScoreBatchRequest(
+            requests=[singles[(b * size + k) % len(singles)] for k in range(size)]
+        ).SerializeToString()
+        for b in range(batches)
+    )
+
+
+def check_loopback(target: str) -> None:
+    """Refuse targets that are not this machine: this is a load generator."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"target {target!r} is not HOST:PORT")
+    addresses = {
+        str(info[4][0]) for info in socket.getaddrinfo(host.strip("[]"), int(port), proto=socket.IPPROTO_TCP)
+    }
+    remote = {a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback}
+    if remote:
+        raise ValueError(
+            f"target {target} resolves to non-loopback {sorted(remote)}; nudge bench only loads this machine"
+        )
+
+
+def parse_warmup(text: str) -> tuple[int, float]:
+    """``"2s"`` → 2 seconds; ``"500"`` → 500 calls; ``"0"`` → none."""
+    text = text.strip()
+    if text.endswith("s"):
+        seconds = float(text[:-1])
+        if not 0 <= seconds <= 60:
+            raise argparse.ArgumentTypeError("warm-up seconds must be within 0..60")
+        return 0, seconds
+    calls = int(text)
+    if not 0 <= calls <= 100_000:
+        raise argparse.ArgumentTypeError("warm-up calls must be within 0..100000")
+    return calls, 0.0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target", default="127.0.0.1:50051", help="Server HOST:PORT, loopback only (default %(default)s)."
+    )
+    parser.add_argument("--call", choices=["Score", "ScoreBatch"], default="Score", help="Method under test.")
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="Customers per ScoreBatch call (default %(default)s)."
+    )
+    parser.add_argument(
+        "-c",
+        "--concurrency",
+        type=int,
+        help=f"Calls in flight: closed loop exactly (default 1), open loop at most (default {OPEN_LOOP_THREADS}).",
+    )
+    parser.add_argument("-n", "--total", type=int, help=f"Calls per method (default {DEFAULT_TOTAL}).")
+    parser.add_argument("--duration", type=float, help="Seconds per method, split over the rounds.")
+    parser.add_argument("--rps", type=float, help="Open loop at this constant rate (needs --duration).")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="Alternating baseline/target phases (default %(default)s)."
+    )
+    parser.add_argument(
+        "--warmup",
+        default="1s",
+        help="Uncounted warm-up per method: '2s' or a call count (default %(default)s).",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1.0, help="Deadline of each call in seconds (default %(default)s)."
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="Skip the no-op Health/Check baseline.")
+    parser.add_argument(
+        "--client-procs", type=int, default=1, help="Load-generating processes (default %(default)s)."
+    )
+    _add_id_arguments(parser)
+    add_client_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="Print the JSON report instead of text.")
+    parser.add_argument("--out", type=Path, help="Also write the JSON report to this file.")
+    sub = parser.add_subparsers(dest="mode", metavar="{features,ghz-data}")
+    from service import bench_features
+
+    features = sub.add_parser(
+        "features",
+        help="Feast SDK vs nudge's online feature reader, same store, same run.",
+        description=bench_features.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_features.add_arguments(features)
+    ghz = sub.add_parser("ghz-data", help="Write a ghz --data-file of ScoreRequests for the ids.")
+    _add_id_arguments(ghz)
+    ghz.add_argument("--sample", type=int, help="Keep this many ids, evenly spaced.")
+    ghz.add_argument("--batch-size", type=int, help="Write ScoreBatchRequests of this many ids instead.")
+    ghz.add_argument("--out", type=Path, required=True, help="The JSON file to write.")
+
+
+def _add_id_arguments(parser: argparse.ArgumentParser) -> None:
+    ids = parser.add_mutually_exclusive_group()
+    ids.add_argument("--ids", type=Path, help="Ids: JSON list, ghz data file or one per line.")
+    ids.add_argument("--ids-from", type=Path, help="Parquet file with a customer_id column.")
+    parser.add_argument("--now", help="ISO time sent as ScoreRequest.now (default: server clock).")
+
+
+def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
+    """Validate the command line and build the plan (raises ValueError with the reason)."""
+    concurrency = args.concurrency or (OPEN_LOOP_THREADS if args.rps is not None else 1)
+    _check_bounds(args, concurrency)
+    now = parse_time(args.now) if args.now else None
+    if args.call == "ScoreBatch":
+        requests = batch_requests(ids, now, args.batch_size)
+    else:
+        requests = score_requests(ids, now)
+    methods = [Method(args.call, METHOD_PATHS[args.call], requests)]
+    if not args.no_baseline:
+        baseline = b""  # HealthCheckRequest(service=""): the server's overall health
+        methods.append(Method(BASELINE, METHOD_PATHS[BASELINE], (baseline,)))
+    warmup_calls, warmup_seconds = parse_warmup(args.warmup)
+    total = args.total if args.total is not None else (None if args.duration else DEFAULT_TOTAL)
+    load = Load(
+        concurrency=concurrency,
+        rps=args.rps,
+        calls=None if total is None else max(1, total // args.rounds),
+        seconds=None if args.duration is None else args.duration / args.rounds,
+        warmup_calls=warmup_calls,
+        warmup_seconds=warmup_seconds,
+        timeout_s=args.timeout,
+    )
+    return Plan(args.target, tuple(methods), args.rounds, load, security=client_security(args))
+
+
+def _check_bounds(args: argparse.Namespace, concurrency: int) -> None:
+    problems = []
+    if args.rps is not None:
+        if args.duration is None or args.total is not None:
+            problems.append("open loop (--rps) runs for --duration, not -n")
+        if not 0 < args.rps <= MAX_RPS:
+            problems.append(f"--rps must be within (0, {MAX_RPS:g}]")
+    if args.total is not None and args.duration is not None:
+        problems.append("give -n or --duration, not both")
+    if args.duration is not None and not 0 < args.duration <= MAX_DURATION_S:
+        problems.append(f"--duration must be within (0, {MAX_DURATION_S:g}] seconds")
+    if args.total is not None and not args.rounds <= args.total <= MAX_TOTAL:
+        problems.append(f"-n must be within [--rounds, {MAX_TOTAL}]")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        problems.append(f"--concurrency must be within 1..{MAX_CONCURRENCY}")
+    if not 1 <= args.client_procs <= min(MAX_PROCS, concurrency):
+        problems.append(f"--client-procs must be within 1..{MAX_PROCS} and at most --concurrency")
+    if not 1 <= args.rounds <= 100:
+        problems.append("--rounds must be within 1..100")
+    if not 0 < args.timeout <= 60:
+        problems.append("--timeout must be within (0, 60] seconds")
+    if not 1 <= args.batch_size <= 10_000:
+        problems.append("--batch-size must be within 1..10000")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _options(args: argparse.Namespace, plan: Plan, ids: int) -> dict[str, Any]:
+    """The settings a reader needs to reproduce the run (the report's ``options``)."""
+    return {
+        "call": args.call,
+        "batch_size": args.batch_size if args.call == "ScoreBatch" else None,
+        "mode": "open" if args.rps is not None else "closed",
+        "concurrency": plan.load.concurrency,
+        "rps": args.rps,
+        "total": None if plan.load.calls is None else plan.load.calls * plan.rounds,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "timeout_s": args.timeout,
+        "client_procs": args.client_procs,
+        "ids": ids,
+        "now": args.now,
+        "client": "grpcio sync stack, blocking calls in threads",
+    }
+
+
+def write_ghz_data(args: argparse.Namespace) -> int:
+    """``nudge bench ghz-data``: a JSON array ghz cycles through (one request object per call).
+
+    Plain objects without template actions, so ghz parses them once and reuses them.
+    """
+    ids = load_ids(args.ids, args.ids_from)
+    if args.sample:
+        ids = ids[:: max(1, len(ids) // args.sample)][: args.sample]
+    now = {"now": parse_time(args.now).astimezone(UTC).isoformat().replace("+00:00", "Z")} if args.now else {}
+    rows: list[dict[str, Any]] = [{"customer_id": cid, **now} for cid in ids]
+    if args.batch_size:
+        size = args.batch_size
+        rows = [
+            {"requests": [rows[(b * size + k) % len(rows)] for k in range(size)]}
+            for b in range(math.ceil(len(rows) / size))
+        ]
+    args.out.write_text("[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n")
+    print(f"wrote {len(rows)} requests to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.mode == "features":
+        from service import bench_features
+
+        return bench_features.run(args)
+    if args.mode == "ghz-data":
+        return write_ghz_data(args)
+    try:
+        check_loopback(args.target)
+        ids = load_ids(args.ids, args.ids_from)
+        plan = plan_from_args(args, ids)
+    except (ValueError, OSError) as exc:
+        print(f"nudge bench: {exc}", file=sys.stderr)
+        return 2
+    try:
+        phases = run_processes(plan, args.client_procs)
+    except (ConnectionError, RuntimeError) as exc:
+        print(f"nudge bench: {exc}", file=sys.stderr)
+        return 1
+    report = build_report(plan, phases, _options(args, plan, len(ids)))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
