@@ -10,6 +10,7 @@ What is exported (names as Prometheus shows them):
   nudge_purchase_propensity                           histogram of the propensities returned
   nudge_feature_age_seconds                           age of the newest feature row (FRESH/STALE only)
   nudge_model_loaded{model,version}                   worker processes serving that version
+  nudge_model_reloads_total{model,outcome}            hot-swap candidates swapped in or rejected
 
 Only unary RPCs of registered methods are counted (health checks included; reflection and
 Watch streams are not; unknown method names are not, so a caller cannot invent label values).
@@ -136,6 +137,12 @@ class Metrics:
             ["model", "version"],
             registry=r,
             multiprocess_mode="livesum",
+        )
+        self.model_reloads = Counter(
+            "nudge_model_reloads",
+            "New model versions the hot-swap reloader tried, by outcome (swapped or rejected).",
+            ["model", "outcome"],
+            registry=r,
         )
         self._status_inc = {
             code: self.feature_status.labels(name).inc for code, name in _STATUS_NAMES.items()

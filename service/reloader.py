@@ -26,6 +26,8 @@ from service.models import PROPENSITY, SEND_TIME, ModelSet, check_served, load_m
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from service.metrics import Metrics
+
 log = logging.getLogger("nudge.reloader")
 
 
@@ -39,9 +41,10 @@ class ReloadStats:
 class ModelReloader:
     """Checks the models directory and swaps a validated new ModelSet into the scorer."""
 
-    def __init__(self, scorer: Scorer, store: FeatureStore) -> None:
+    def __init__(self, scorer: Scorer, store: FeatureStore, metrics: Metrics | None = None) -> None:
         self.scorer = scorer
         self.store = store
+        self.metrics = metrics
         self.stats = ReloadStats()
 
     def check(self) -> bool:
@@ -64,12 +67,20 @@ class ModelReloader:
             except ManifestError as exc:
                 self.stats.rejected[key] = str(exc)
                 log.error("rejected model %s: %s; still serving %s", key, exc, current.versions)
+                self._count(name, "rejected")
                 continue
             candidate = pair
         if candidate is current:
             return False
         self._swap(candidate)
+        for name, version in candidate.versions.items():
+            if version != current.versions[name]:
+                self._count(name, "swapped")
         return True
+
+    def _count(self, model: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_reloads.labels(model, outcome).inc()
 
     def _swap(self, models: ModelSet) -> None:
         from service.online_features import build_reader

@@ -167,7 +167,9 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
-    reloader = asyncio.create_task(ModelReloader(scorer, store).poll(settings.model_poll_seconds, reload))
+    reloader = asyncio.create_task(
+        ModelReloader(scorer, store, metrics).poll(settings.model_poll_seconds, reload)
+    )
     await stop.wait()
     reloader.cancel()
     log.info("draining: NOT_SERVING, %.1fs grace for in-flight calls", settings.grace_seconds)

@@ -18,7 +18,8 @@ import pytest
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import ServerProcess, Stack
+from tests.conftest import ServerProcess, Stack, free_port
+from tests.ops import scrape, value
 
 
 def new_version(
@@ -51,8 +52,14 @@ def swap_server(stack: Stack, tmp_path: Path) -> Iterator[tuple[ServerProcess, P
     models = tmp_path / "models"
     shutil.copytree(stack.models, models)
     local = Stack(stack.data, stack.repo, models, stack.as_of)
-    with ServerProcess(local, "--model-poll-seconds", "0.2") as proc:
+    flags = ("--model-poll-seconds", "0.2", "--metrics-port", str(free_port()))
+    with ServerProcess(local, *flags) as proc:
         yield proc, models
+
+
+def reloads(proc: ServerProcess, model: str, outcome: str) -> float:
+    port = int(proc.argv[proc.argv.index("--metrics-port") + 1])
+    return value(scrape(port), "nudge_model_reloads_total", model=model, outcome=outcome)
 
 
 class Load:
@@ -104,6 +111,8 @@ def test_new_version_swaps_in_under_load_without_failures(swap_server: tuple[Ser
         assert wait_for(lambda: sum(n for v, n in load.versions.items() if version in v) > 50), load.versions
     assert set(load.outcomes) == {"OK"}, load.outcomes
     assert len(load.versions) == 2
+    assert reloads(proc, "propensity", "swapped") == 1
+    assert reloads(proc, "propensity", "rejected") == 0
 
 
 @pytest.mark.parametrize("breakage", ["corrupt onnx", "missing feature"])
@@ -127,6 +136,9 @@ def test_broken_version_is_rejected_and_old_one_keeps_serving(
         assert wait_for(lambda: load.outcomes["OK"] > served + 20)
     assert set(load.outcomes) == {"OK"}, load.outcomes
     assert set(load.versions) == {before}
+    model = "send_time" if breakage == "corrupt onnx" else "propensity"
+    assert reloads(proc, model, "rejected") == 1  # counted once, not once per poll
+    assert reloads(proc, model, "swapped") == 0
     proc.stop()
     log = proc.log()
     assert "rejected model" in log and "29990101T000000Z-broken" in log
