@@ -47,7 +47,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nudge.v1 import scoring_pb2 as pb
+from service.rss_watch import RssWatch, format_memory
 from service.security import ClientSecurity, add_client_arguments, client_security
 
 SCHEMA = "nudge.bench/v1"
@@ -131,6 +132,7 @@ class Plan:
     rounds: int
     load: Load
     first_index: int = 0  # where this process starts in each method's request cycle
+    connections: int = 1  # channels (TCP connections) this process spreads its threads over
     security: ClientSecurity = field(default_factory=ClientSecurity)  # TLS and token, if secured
 
     def order(self, round_index: int) -> tuple[Method, ...]:
@@ -148,7 +150,9 @@ class Plan:
             warmup_calls=_split(load.warmup_calls, index, procs),
         )
         stagger = index * max(1, len(self.methods[0].requests) // procs)
-        return replace(self, load=part, first_index=stagger)
+        return replace(
+            self, load=part, first_index=stagger, connections=_split(self.connections, index, procs)
+        )
 
 
 def _split(total: int, index: int, parts: int) -> int:
@@ -230,13 +234,14 @@ def _phase(method: str, round_index: int, sinks: Iterable[_Sink], started: int, 
 
 
 def _send_loop(
-    call: grpc.UnaryUnaryMultiCallable[bytes, bytes],
+    calls: Sequence[grpc.UnaryUnaryMultiCallable[bytes, bytes]],
     requests: Sequence[bytes],
     first: int,
     load: Load,
     sinks: Sequence[_Sink],
 ) -> None:
-    """One thread per sink making blocking calls; paced to a schedule in open loop.
+    """One thread per sink making blocking calls; paced to a schedule in open loop. Thread i
+    sends on connection i mod len(calls).
 
     Closed loop: each thread sends its next call as soon as the previous one returns, until
     ``load.calls`` calls or ``load.seconds`` have passed. Open loop: call n is due at
@@ -263,7 +268,7 @@ def _send_loop(
     numbers = itertools.count()  # next() is atomic under the GIL: the threads share it
     size, timeout = len(requests), load.timeout_s
 
-    def send(sink: _Sink) -> None:
+    def send(sink: _Sink, call: grpc.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
         record = sink.ok.append  # hoisted: this loop is the client's per-call overhead
         for n in numbers:
             if n >= total or pc() >= stop_ns:
@@ -283,7 +288,10 @@ def _send_loop(
             else:
                 record(pc() - due)
 
-    threads = [threading.Thread(target=send, args=(sink,), daemon=True) for sink in sinks]
+    threads = [
+        threading.Thread(target=send, args=(sink, calls[i % len(calls)]), daemon=True)
+        for i, sink in enumerate(sinks)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -305,17 +313,17 @@ def _say(message: str) -> None:
 
 
 def run_plan(plan: Plan, progress: Progress = _quiet, barrier: Any = None) -> list[Phase]:
-    """Warm up, then every round's phases, in this process on one channel.
+    """Warm up, then every round's phases, in this process on ``plan.connections`` channels.
 
     ``barrier`` (several processes) lines all processes up before each phase so they always
     load the server with the same method at the same time.
     """
-    with plan.security.channel(plan.target) as channel:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
-        except grpc.FutureTimeoutError:
-            raise ConnectionError(f"no gRPC server answers at {plan.target}") from None
-        calls = {m.name: _with_token(channel.unary_unary(m.path, None, None), plan) for m in plan.methods}
+    with ExitStack() as stack:
+        channels = [stack.enter_context(_connect(plan)) for _ in range(plan.connections)]
+        calls = {
+            m.name: [_with_token(channel.unary_unary(m.path, None, None), plan) for channel in channels]
+            for m in plan.methods
+        }
         cursor = dict.fromkeys(calls, plan.first_index)
         load = plan.load
         warmup = load.warmup()
@@ -339,6 +347,18 @@ def run_plan(plan: Plan, progress: Progress = _quiet, barrier: Any = None) -> li
         return phases
 
 
+def _connect(plan: Plan) -> grpc.Channel:
+    """A channel with a TCP connection of its own (a local subchannel pool: channels to one
+    target would otherwise share one connection, which SO_REUSEPORT hands to one worker)."""
+    channel = plan.security.channel(plan.target, [("grpc.use_local_subchannel_pool", 1)])
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        raise ConnectionError(f"no gRPC server answers at {plan.target}") from None
+    return channel
+
+
 def _with_token(
     call: grpc.UnaryUnaryMultiCallable[bytes, bytes], plan: Plan
 ) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
@@ -351,7 +371,7 @@ def _with_token(
 
 
 def _run_phase(
-    call: grpc.UnaryUnaryMultiCallable[bytes, bytes],
+    calls: Sequence[grpc.UnaryUnaryMultiCallable[bytes, bytes]],
     method: Method,
     load: Load,
     first: int,
@@ -361,7 +381,7 @@ def _run_phase(
     sinks = [_Sink() for _ in range(load.concurrency)]
     started, cpu0 = time.perf_counter_ns(), time.process_time()
     with _ticker(progress, method.name, sinks):
-        _send_loop(call, method.requests, first, load, sinks)
+        _send_loop(calls, method.requests, first, load, sinks)
     return _phase(method.name, round_index, sinks, started, cpu0)
 
 
@@ -572,7 +592,8 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines = [
         f"nudge bench {report['target']}: {mode}, {options['rounds']} rounds, "
-        f"warm-up {options['warmup']}, {options['client_procs']} client process(es), {options['ids']} ids",
+        f"warm-up {options['warmup']}, {options['client_procs']} client process(es), "
+        f"{options['connections']} connection(s), {options['ids']} ids",
     ]
     for name, summary in report["results"].items():
         role = "no-op baseline" if name == report["baseline"] else "target"
@@ -584,6 +605,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['call']} p50 / {report['baseline']} p50 = {report['ratio_p50']:.2f} "
             f"(median of rounds: {per_round})",
         ]
+    if report.get("memory"):
+        lines += ["", *format_memory(report["memory"])]
     return "\n".join(lines)
 
 
@@ -746,8 +769,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-procs", type=int, default=1, help="Load-generating processes (default %(default)s)."
     )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        help="TCP connections in all, spread over the client processes, as ghz's --connections "
+        "(default: one per process). With --workers N, SO_REUSEPORT gives each connection to one "
+        "worker: use several per worker to load them all.",
+    )
     _add_id_arguments(parser)
     add_client_arguments(parser)
+    parser.add_argument(
+        "--watch-rss",
+        type=int,
+        metavar="PID",
+        help="Sample the RSS of this server process and its workers during the run (soak runs).",
+    )
+    parser.add_argument(
+        "--rss-every", type=float, default=10.0, help="Seconds between RSS samples (default %(default)s)."
+    )
+    parser.add_argument(
+        "--rss-growth-from",
+        type=float,
+        default=120.0,
+        help="Report RSS growth from this many seconds into the run to its end (default %(default)s).",
+    )
     parser.add_argument("--json", action="store_true", help="Print the JSON report instead of text.")
     parser.add_argument("--out", type=Path, help="Also write the JSON report to this file.")
     sub = parser.add_subparsers(dest="mode", metavar="{features,ghz-data}")
@@ -798,7 +843,15 @@ def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
         warmup_seconds=warmup_seconds,
         timeout_s=args.timeout,
     )
-    return Plan(args.target, tuple(methods), args.rounds, load, security=client_security(args))
+    connections = args.connections or args.client_procs
+    return Plan(
+        args.target,
+        tuple(methods),
+        args.rounds,
+        load,
+        security=client_security(args),
+        connections=connections,
+    )
 
 
 def _check_bounds(args: argparse.Namespace, concurrency: int) -> None:
@@ -818,6 +871,8 @@ def _check_bounds(args: argparse.Namespace, concurrency: int) -> None:
         problems.append(f"--concurrency must be within 1..{MAX_CONCURRENCY}")
     if not 1 <= args.client_procs <= min(MAX_PROCS, concurrency):
         problems.append(f"--client-procs must be within 1..{MAX_PROCS} and at most --concurrency")
+    if args.connections is not None and not args.client_procs <= args.connections <= concurrency:
+        problems.append("--connections must be within --client-procs..--concurrency")
     if not 1 <= args.rounds <= 100:
         problems.append("--rounds must be within 1..100")
     if not 0 < args.timeout <= 60:
@@ -842,10 +897,22 @@ def _options(args: argparse.Namespace, plan: Plan, ids: int) -> dict[str, Any]:
         "warmup": args.warmup,
         "timeout_s": args.timeout,
         "client_procs": args.client_procs,
+        "connections": plan.connections,
         "ids": ids,
         "now": args.now,
         "client": "grpcio sync stack, blocking calls in threads",
     }
+
+
+@contextmanager
+def _memory_watch(args: argparse.Namespace) -> Iterator[RssWatch | None]:
+    if args.watch_rss is None:
+        yield None
+        return
+    if not 0 < args.rss_every <= 600 or args.rss_growth_from < 0:
+        raise ValueError("--rss-every must be within (0, 600] seconds and --rss-growth-from >= 0")
+    with RssWatch(args.watch_rss, args.rss_every, args.rss_growth_from) as watch:
+        yield watch
 
 
 def write_ghz_data(args: argparse.Namespace) -> int:
@@ -884,11 +951,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"nudge bench: {exc}", file=sys.stderr)
         return 2
     try:
-        phases = run_processes(plan, args.client_procs)
-    except (ConnectionError, RuntimeError) as exc:
+        with _memory_watch(args) as watch:
+            phases = run_processes(plan, args.client_procs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"nudge bench: {exc}", file=sys.stderr)
         return 1
     report = build_report(plan, phases, _options(args, plan, len(ids)))
+    report["memory"] = None if watch is None else watch.report()
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -46,7 +46,18 @@ SUMMARY_KEYS = {
     "client_cpu_us_per_call",
     "send_lag_ms",
 }
-REPORT_KEYS = {"schema", "date", "target", "call", "baseline", "options", "results", "ratio_p50", "rounds"}
+REPORT_KEYS = {
+    "schema",
+    "date",
+    "target",
+    "call",
+    "baseline",
+    "options",
+    "results",
+    "ratio_p50",
+    "rounds",
+    "memory",
+}
 OPTION_KEYS = {
     "call",
     "batch_size",
@@ -59,6 +70,7 @@ OPTION_KEYS = {
     "warmup",
     "timeout_s",
     "client_procs",
+    "connections",
     "ids",
     "now",
     "client",
@@ -66,9 +78,14 @@ OPTION_KEYS = {
 
 
 class FakeScoring(scoring_pb2_grpc.ScoringServiceServicer):
-    """Fixed answers, so the bench's counting can be checked exactly."""
+    """Fixed answers, so the bench's counting can be checked exactly. Remembers the peer
+    (client address and port: one per TCP connection) each ``peer-`` id came from."""
+
+    peers: ClassVar[dict[str, set[str]]] = {}
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        if request.customer_id.startswith("peer-"):
+            self.peers.setdefault(request.customer_id, set()).add(context.peer())
         if request.customer_id.startswith("down-"):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "store down")
         if request.customer_id.startswith("slow-"):
@@ -261,6 +278,24 @@ def test_client_procs_merge_raw_samples(
     assert all(set(r["p50_ms"]) == {"Score", "Check"} for r in report["rounds"])
 
 
+@pytest.mark.parametrize(("procs", "connections"), [(1, 4), (2, 3)])
+def test_connections_are_separate_tcp_connections(
+    fake_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], procs: int, connections: int
+) -> None:
+    """SO_REUSEPORT balances connections, not calls: --connections must really open that many."""
+    tag = f"peer-{procs}-{connections}"
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps([tag]))
+    report = bench_json(
+        capsys,
+        *["--target", fake_target, "--ids", str(ids), "-n", "64", "--rounds", "1", "-c", "4"],
+        *["--client-procs", str(procs), "--connections", str(connections), "--no-baseline", "--warmup", "0"],
+    )
+    assert report["options"]["connections"] == connections
+    assert report["results"]["Score"]["status_codes"] == {"OK": 64}
+    assert len(FakeScoring.peers[tag]) == connections
+
+
 def test_merged_percentiles_come_from_pooled_samples_not_averaged_percentiles() -> None:
     fast = bench.Phase("Score", 0, ok_ns=bench.array("q", [1_000_000] * 90))
     slow = bench.Phase("Score", 0, ok_ns=bench.array("q", [9_000_000] * 10))
@@ -284,6 +319,8 @@ def test_nearest_rank_matches_ghz() -> None:
         ["-n", "10", "--duration", "1"],
         ["--duration", "100000"],
         ["-c", "1", "--client-procs", "2"],
+        ["-c", "2", "--connections", "3"],  # more connections than calls in flight
+        ["-c", "4", "--client-procs", "2", "--connections", "1"],  # a process without one
         ["--target", "192.0.2.1:50051"],  # not loopback
     ],
 )
@@ -367,6 +404,50 @@ def test_bench_against_the_real_server(
     assert report["results"]["Score"]["status_codes"] == {"OK": 200}
     assert report["results"]["Check"]["status_codes"] == {"OK": 200}
     assert report["ratio_p50"] > 0
+
+
+def test_soak_options_sample_rss_of_the_server_and_its_workers(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ServerProcess(stack, workers=2) as server:
+        assert server.process is not None
+        report = bench_json(
+            capsys,
+            *[
+                "--target",
+                server.target,
+                "--ids-from",
+                str(stack.customers),
+                "--now",
+                stack.as_of.isoformat(),
+            ],
+            *["--rps", "100", "--duration", "3", "--rounds", "1", "--no-baseline", "--warmup", "10"],
+            *["--watch-rss", str(server.process.pid), "--rss-every", "0.25", "--rss-growth-from", "1"],
+        )
+        text = bench.format_report(report)
+    assert report["results"]["Score"]["status_codes"] == {"OK": 300}
+    memory = report["memory"]
+    assert memory["root_pid"] == server.process.pid
+    processes = memory["processes"]
+    assert str(server.process.pid) in processes
+    workers = [p for p in processes.values() if p["max_mb"] > 100]  # models + sessions loaded
+    assert len(workers) == 2, processes
+    for p in workers:
+        assert len(p["samples"]) >= 8
+        assert p["growth_pct"] is not None
+        assert p["first_mb"] <= p["max_mb"] and p["last_mb"] <= p["max_mb"]
+    assert memory["max_growth_pct"] == max(
+        p["growth_pct"] for p in processes.values() if p["growth_pct"] is not None
+    )
+    assert f"Memory (RSS of process {server.process.pid}" in text
+
+
+def test_watching_a_missing_process_is_a_clear_error(
+    fake_target: str, ids_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--target", fake_target, "--ids", str(ids_file), "-n", "5", "--rounds", "1"]
+    assert cli.main([*argv, "--watch-rss", "999999999"]) == 1
+    assert "no process 999999999 to watch" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
