@@ -57,8 +57,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nudge.v1 import scoring_pb2 as pb
-from service.rss_watch import RssWatch, format_memory
 from service.security import ClientSecurity, add_client_arguments, client_security
+from service.server_watch import ServerWatch, format_server
 
 SCHEMA = "nudge.bench/v1"
 BASELINE = "Check"
@@ -605,8 +605,8 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['call']} p50 / {report['baseline']} p50 = {report['ratio_p50']:.2f} "
             f"(median of rounds: {per_round})",
         ]
-    if report.get("memory"):
-        lines += ["", *format_memory(report["memory"])]
+    if report.get("server"):
+        lines += ["", *format_server(report["server"])]
     return "\n".join(lines)
 
 
@@ -779,13 +779,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_id_arguments(parser)
     add_client_arguments(parser)
     parser.add_argument(
-        "--watch-rss",
+        "--watch-server",
         type=int,
         metavar="PID",
-        help="Sample the RSS of this server process and its workers during the run (soak runs).",
+        help="Sample RSS and CPU of this server process and its workers during the run (soak runs).",
     )
     parser.add_argument(
-        "--rss-every", type=float, default=10.0, help="Seconds between RSS samples (default %(default)s)."
+        "--sample-every",
+        type=float,
+        default=10.0,
+        help="Seconds between server samples (default %(default)s).",
     )
     parser.add_argument(
         "--rss-growth-from",
@@ -905,13 +908,13 @@ def _options(args: argparse.Namespace, plan: Plan, ids: int) -> dict[str, Any]:
 
 
 @contextmanager
-def _memory_watch(args: argparse.Namespace) -> Iterator[RssWatch | None]:
-    if args.watch_rss is None:
+def _server_watch(args: argparse.Namespace) -> Iterator[ServerWatch | None]:
+    if args.watch_server is None:
         yield None
         return
-    if not 0 < args.rss_every <= 600 or args.rss_growth_from < 0:
-        raise ValueError("--rss-every must be within (0, 600] seconds and --rss-growth-from >= 0")
-    with RssWatch(args.watch_rss, args.rss_every, args.rss_growth_from) as watch:
+    if not 0 < args.sample_every <= 600 or args.rss_growth_from < 0:
+        raise ValueError("--sample-every must be within (0, 600] seconds and --rss-growth-from >= 0")
+    with ServerWatch(args.watch_server, args.sample_every, args.rss_growth_from) as watch:
         yield watch
 
 
@@ -951,13 +954,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"nudge bench: {exc}", file=sys.stderr)
         return 2
     try:
-        with _memory_watch(args) as watch:
+        with _server_watch(args) as watch:
             phases = run_processes(plan, args.client_procs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"nudge bench: {exc}", file=sys.stderr)
         return 1
     report = build_report(plan, phases, _options(args, plan, len(ids)))
-    report["memory"] = None if watch is None else watch.report()
+    report["server"] = None if watch is None else watch.report()
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -56,7 +56,7 @@ REPORT_KEYS = {
     "results",
     "ratio_p50",
     "rounds",
-    "memory",
+    "server",
 }
 OPTION_KEYS = {
     "call",
@@ -406,47 +406,44 @@ def test_bench_against_the_real_server(
     assert report["ratio_p50"] > 0
 
 
-def test_soak_options_sample_rss_of_the_server_and_its_workers(
+def test_watch_server_samples_rss_and_cpu_of_the_server_and_its_workers(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with ServerProcess(stack, workers=2) as server:
         assert server.process is not None
+        pid = server.process.pid
         report = bench_json(
             capsys,
-            *[
-                "--target",
-                server.target,
-                "--ids-from",
-                str(stack.customers),
-                "--now",
-                stack.as_of.isoformat(),
-            ],
-            *["--rps", "100", "--duration", "3", "--rounds", "1", "--no-baseline", "--warmup", "10"],
-            *["--watch-rss", str(server.process.pid), "--rss-every", "0.25", "--rss-growth-from", "1"],
+            *["--target", server.target, "--ids-from", str(stack.customers)],
+            *["--now", stack.as_of.isoformat(), "--rps", "100", "--duration", "3", "--rounds", "1"],
+            *["--no-baseline", "--warmup", "10", "--connections", "4"],
+            *["--watch-server", str(pid), "--sample-every", "0.25", "--rss-growth-from", "1"],
         )
         text = bench.format_report(report)
     assert report["results"]["Score"]["status_codes"] == {"OK": 300}
-    memory = report["memory"]
-    assert memory["root_pid"] == server.process.pid
-    processes = memory["processes"]
-    assert str(server.process.pid) in processes
+    watched = report["server"]
+    assert watched["root_pid"] == pid
+    processes = watched["processes"]
+    assert str(pid) in processes
     workers = [p for p in processes.values() if p["max_mb"] > 100]  # models + sessions loaded
     assert len(workers) == 2, processes
     for p in workers:
         assert len(p["samples"]) >= 8
         assert p["growth_pct"] is not None
         assert p["first_mb"] <= p["max_mb"] and p["last_mb"] <= p["max_mb"]
-    assert memory["max_growth_pct"] == max(
-        p["growth_pct"] for p in processes.values() if p["growth_pct"] is not None
-    )
-    assert f"Memory (RSS of process {server.process.pid}" in text
+        assert 0 <= p["cpu_cores"] <= 2
+    growths = [p["growth_pct"] for p in processes.values() if p["growth_pct"] is not None]
+    assert watched["max_growth_pct"] == max(growths)
+    # 300 calls cost the workers CPU; sums are per process, rounded.
+    assert 0 < sum(p["cpu_cores"] for p in workers) <= watched["cpu_cores"] + 0.01
+    assert f"Server (process {pid} and its children" in text
 
 
 def test_watching_a_missing_process_is_a_clear_error(
     fake_target: str, ids_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["bench", "--target", fake_target, "--ids", str(ids_file), "-n", "5", "--rounds", "1"]
-    assert cli.main([*argv, "--watch-rss", "999999999"]) == 1
+    assert cli.main([*argv, "--watch-server", "999999999"]) == 1
     assert "no process 999999999 to watch" in capsys.readouterr().err
 
 
