@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,7 +148,8 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     await server.start()
     try:
         # Built on the loop's thread: store connections (sqlite3) belong to the thread using them.
-        scorer, store = build_scorer(settings)
+        with _collector_paused():
+            scorer, store = build_scorer(settings)
     except StartupError:
         await server.stop(0)
         raise
@@ -176,6 +180,23 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
     log.info("stopped")
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while the scorer is built, then one, and freeze what survived.
+
+    Building it imports Feast and loads the registry and models: ~215,000 objects that live as
+    long as the process. With the collector on, every full collection walks all of them again
+    — 14–15 full collections of 35–200 ms in each worker here, 1.6 s of start-up. Frozen, they
+    stay out of every later collection too."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+    gc.collect()
+    gc.freeze()
 
 
 def serve_process(settings: config.Settings) -> int:
