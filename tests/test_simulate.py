@@ -125,7 +125,22 @@ def test_truth_describes_every_customer(data: sim.SimulatedData) -> None:
     assert probs.shape == (len(truth), 168)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     # Concentrated enough to learn: a customer's three best hours of 168 hold a real share.
-    assert np.sort(probs, axis=1)[:, -3:].sum(axis=1).mean() > 0.25
+    assert np.sort(probs, axis=1)[:, -3:].sum(axis=1).mean() > 0.2
+
+
+def test_preferences_are_smooth_routines(data: sim.SimulatedData) -> None:
+    """Real routines are smooth: neighbouring hours are alike (no isolated one-hour spikes)
+    and a customer's weekdays share one hour-of-day profile. Per-slot noise around the
+    archetype (the previous simulator) gave medians of about 0.46 and 0.67 here."""
+    probs = sim.true_hour_probs(data.truth)
+
+    def correlation(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+        return np.asarray((a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1)))
+
+    assert np.median(correlation(probs, np.roll(probs, 1, axis=1))) > 0.65
+    by_day = probs.reshape(-1, 7, 24)
+    assert np.median(correlation(by_day[:, 1], by_day[:, 2])) > 0.9  # Tuesday vs Wednesday
 
 
 def test_files_round_trip_with_exact_types(data: sim.SimulatedData, tmp_path: Path) -> None:
@@ -184,7 +199,10 @@ def test_each_customers_engagement_hours_match_their_hour_probs(
 
 def test_local_hours_stay_right_across_dst_changes(data: sim.SimulatedData, engaged: Engagements) -> None:
     """After each DST change the events still sit on the customer's preferred local hours:
-    a one-hour error would make a neighbouring slot fit as well as the true one."""
+    a one-hour error would make a neighbouring slot fit at least as well as the true one.
+    Preferences are smooth over neighbouring hours, so the fit is the mean log-likelihood of
+    the slots (the true slot leads a one-hour shift by about 0.3-0.5 nats, its standard error
+    is about 0.03 here)."""
     probs = sim.true_hour_probs(data.truth)
     zones = data.truth["time_zone"].to_numpy()[engaged.position]
     when = pd.DatetimeIndex(engaged.events["event_timestamp"])
@@ -200,9 +218,9 @@ def test_local_hours_stay_right_across_dst_changes(data: sim.SimulatedData, enga
                 when < change + pd.Timedelta(days=last_day)
             )
             position, slot = engaged.position[near & (zones == zone)], engaged.slot[near & (zones == zone)]
-            fit = {shift: probs[position, (slot + shift) % 168].mean() for shift in (-1, 0, 1)}
+            fit = {shift: np.log(probs[position, (slot + shift) % 168]).mean() for shift in (-1, 0, 1)}
             assert position.size > 200, zone
-            assert fit[0] > 1.3 * max(fit[-1], fit[1]), (zone, first_day, fit)
+            assert fit[0] > max(fit[-1], fit[1]) + 0.15, (zone, first_day, fit)
 
 
 def test_opens_are_likelier_for_sends_at_preferred_hours(data: sim.SimulatedData) -> None:

@@ -79,8 +79,16 @@ OPT_IN_PROB = (1.0, 0.5, 0.6)
 RESPONSE_BASE = (0.2, 0.08, 0.12)  # open (email, push) or click (sms) coefficient
 PREFERRED_CHANNEL_BOOST = 3.0
 CHANNEL_PREF_SHARE = (0.5, 0.2, 0.3)
-PREFERENCE_CONCENTRATION = 40.0  # Dirichlet concentration around the archetype
-PREFERENCE_FLOOR = 0.02  # share spread evenly over all 168 slots, so no hour is impossible
+# A customer's routine around their archetype's (hours unless stated). Routines are smooth:
+# a band of the day, shifted and widened per person, later at weekends, weighted by day, with
+# idiosyncrasies that span neighbouring hours (never isolated one-hour spikes).
+PEAK_SHIFT_SD = 1.0  # the customer's usual time of day vs the archetype's
+SPREAD_LOG_SD = 0.25  # how tight their routine is (lognormal factor on the archetype's spread)
+WEEKEND_SHIFT = (1.0, 0.75)  # mean, sd: how much later the band sits on Saturday and Sunday
+DAY_WEIGHT_LOG_SD = 0.35  # personal reweighting of the archetype's days (lognormal factor)
+SECOND_HABIT = (1.0, 9.0)  # Beta share of a weaker second band at another archetype's time
+HABIT_NOISE = (0.3, 2.0)  # smooth log-multiplier: sd, and its correlation length in hours
+PREFERENCE_FLOOR = 0.05  # share spread evenly over all 168 slots, so no hour is impossible
 
 
 @dataclass(frozen=True)
@@ -275,23 +283,51 @@ class _Clock:
 def _draw_hour_probs(archetype: IntArray, rng: np.random.Generator) -> FloatArray:
     """Each customer's 168 local hour-of-week probabilities, rounded to the float32 stored in truth.
 
-    The archetype gives a daily peak and weekday weights; each customer shifts the peak,
-    reweights the days, and a Dirichlet draw around that adds idiosyncratic habits. Rounding
-    here (not at write time) makes the simulator and the oracle use bit-identical numbers.
+    People keep routines, and routines are smooth in time: the archetype gives a band of the
+    day (peak, spread) and weekday weights; each customer shifts and widens the band, moves it
+    later at the weekend, reweights the days, may keep a weaker second band (another
+    archetype's time), and has idiosyncrasies that are smooth over neighbouring hours (a
+    log-multiplier of correlated noise, partly the same every day, partly day-specific).
+    Rounding here (not at write time) makes the simulator and the oracle use bit-identical
+    numbers.
     """
     table = list(ARCHETYPES.values())
     n = archetype.size
-    peak = np.array([a[1] for a in table])[archetype] + rng.normal(0.0, 0.7, n)
-    spread = np.array([a[2] for a in table])[archetype] * rng.lognormal(0.0, 0.2, n)
-    day_weight = np.array([a[3] for a in table])[archetype] * rng.lognormal(0.0, 0.5, (n, 7))
-    distance = (np.arange(24) + 0.5 - peak[:, None] + 12.0) % 24.0 - 12.0
-    curve = np.exp(-0.5 * (distance / spread[:, None]) ** 2)
-    base = (day_weight[:, :, None] * curve[:, None, :]).reshape(n, HOURS_PER_WEEK)
-    base = 0.95 * base / base.sum(axis=1, keepdims=True) + 0.05 / HOURS_PER_WEEK
-    draw = rng.gamma(PREFERENCE_CONCENTRATION * base)  # Dirichlet(κ · base), row by row
+    share = np.array([a[0] for a in table])
+    peak = np.array([a[1] for a in table])[archetype] + rng.normal(0.0, PEAK_SHIFT_SD, n)
+    spread = np.array([a[2] for a in table])[archetype] * rng.lognormal(0.0, SPREAD_LOG_SD, n)
+    other = rng.choice(len(table), n, p=share / share.sum())
+    second_peak = np.array([a[1] for a in table])[other] + rng.normal(0.0, PEAK_SHIFT_SD, n)
+    second_spread = np.array([a[2] for a in table])[other] * rng.lognormal(0.0, SPREAD_LOG_SD, n)
+    second_share = rng.beta(*SECOND_HABIT, n)
+    weekend = np.array([0, 0, 0, 0, 0, 1, 1])[None, :] * rng.normal(*WEEKEND_SHIFT, n)[:, None]  # (n, 7)
+    day_weight = np.array([a[3] for a in table])[archetype] * rng.lognormal(0.0, DAY_WEIGHT_LOG_SD, (n, 7))
+
+    def band(centre: FloatArray, width: FloatArray) -> FloatArray:
+        """(n, 7, 24) Gaussian bands over the circular day, each day's summing to 1."""
+        distance = (np.arange(24) + 0.5 - (centre[:, None] + weekend)[:, :, None] + 12.0) % 24.0 - 12.0
+        curve = np.exp(-0.5 * (distance / width[:, None, None]) ** 2)
+        return curve / curve.sum(axis=2, keepdims=True)
+
+    daily = (1.0 - second_share[:, None, None]) * band(peak, spread) + second_share[:, None, None] * band(
+        second_peak, second_spread
+    )
+    base = (day_weight[:, :, None] * daily).reshape(n, HOURS_PER_WEEK)
+    sd, hours = HABIT_NOISE
+    every_day = np.tile(_smooth_noise(n, 24, hours, rng), 7)  # the same hours each day...
+    some_days = _smooth_noise(n, HOURS_PER_WEEK, hours, rng)  # ...and on particular days
+    draw = base * np.exp(sd * (every_day + some_days) / np.sqrt(2.0))
     draw /= draw.sum(axis=1, keepdims=True)
     probs = (1.0 - PREFERENCE_FLOOR) * draw + PREFERENCE_FLOOR / HOURS_PER_WEEK
     return _normalised(probs.astype(np.float32))
+
+
+def _smooth_noise(n: int, length: int, hours: float, rng: np.random.Generator) -> FloatArray:
+    """(n, length) standard-normal noise, correlated over ``hours`` (circular Gaussian kernel)."""
+    lag = (np.arange(length) + length // 2) % length - length // 2
+    kernel = np.exp(-0.5 * (lag / hours) ** 2)
+    circulant = kernel[(np.arange(length)[:, None] - np.arange(length)[None, :]) % length]
+    return np.asarray(rng.normal(size=(n, length)) @ circulant / np.sqrt((kernel**2).sum()))
 
 
 def _normalised(probs: npt.NDArray[np.float32]) -> FloatArray:
@@ -299,7 +335,7 @@ def _normalised(probs: npt.NDArray[np.float32]) -> FloatArray:
     return wide / wide.sum(axis=1, keepdims=True)
 
 
-def _draw_customers(n: int, rng: np.random.Generator) -> _Customers:
+def _draw_customers(n: int, rng: np.random.Generator, routine: np.random.Generator) -> _Customers:
     """Latent traits. Scales are chosen so a 180-day run shows several cycles for most buyers."""
     zone_share = np.array([share for _, share in ZONES])
     archetype_share = np.array([a[0] for a in ARCHETYPES.values()])
@@ -318,7 +354,7 @@ def _draw_customers(n: int, rng: np.random.Generator) -> _Customers:
         archetype=archetype,
         channel_pref=channel_pref,
         new=rng.random(n) < NEW_CUSTOMER_SHARE,
-        hour_probs=_draw_hour_probs(archetype, rng),
+        hour_probs=_draw_hour_probs(archetype, routine),
         renewal_shape=shape,
         renewal_scale=mean_gap_days * 24.0 / shape,
         background_rate=rng.lognormal(np.log(0.4), 0.8, n) / (90.0 * 24.0),
@@ -576,10 +612,11 @@ def simulate(
     say = progress or (lambda _line: None)
     start_h = float(_hours(pd.DatetimeIndex([_utc(start or DEFAULT_START)]))[0])
     end_h = start_h + 24.0 * days
-    draw, timing, market, purchase, visit, decide = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)
+    # The routines have their own stream, so reshaping them does not reshuffle other traits.
+    draw, timing, market, purchase, visit, decide, routine = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)
     )
-    customers = _draw_customers(n_customers, draw)
+    customers = _draw_customers(n_customers, draw, routine)
     state = _starting_state(customers, start_h, end_h, timing)
     say(f"{n_customers:,} customers in {len(ZONES)} time zones drawn")
 
