@@ -10,6 +10,8 @@
   0.845 vs 0.852 on the 20k-customer simulation) without a better ECE (0.021 vs 0.017).
   Sigmoid rather than isotonic: skl2onnx's isotonic conversion differs from scikit-learn by
   up to 0.03 (measured), and the export's 1e-5 parity check is not negotiable.
+* The calibrator weighs the training rows by recency (``CALIBRATION_HALF_LIFE_DAYS``), so
+  its probabilities track the latest base rate; the trees still learn from every row.
 * The baseline is what the issue asks: logistic regression on recency and frequency alone.
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
+from sklearn import config_context
 from sklearn.base import ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -32,10 +36,24 @@ from service.manifest import FeatureInput
 RECENCY = "customer_stats:days_since_last_purchase"
 FREQUENCY = "customer_stats:purchase_count_90d"
 CALIBRATION_FOLDS = 3
+# The calibrator weighs training rows by recency (half-life in days; the trees weigh all alike):
+# the model is always used after its training period, and the base rate drifts as customers
+# age and churn. On one draw of the 20k-customer simulation (train positive rate 0.58, test
+# 0.50) this took the test ECE from 0.023 to 0.016 at the same ROC-AUC.
+CALIBRATION_HALF_LIFE_DAYS = 28.0
 
 
-def fit_propensity(x: np.ndarray, y: np.ndarray, customers: np.ndarray, seed: int) -> CalibratedClassifierCV:
-    """Calibrated trees on all training rows; ``customers`` groups the calibration folds."""
+def fit_propensity(
+    x: np.ndarray,
+    y: np.ndarray,
+    customers: np.ndarray,
+    seed: int,
+    calibration_weight: np.ndarray | None = None,
+) -> CalibratedClassifierCV:
+    """Calibrated trees on all training rows; ``customers`` groups the calibration folds.
+
+    ``calibration_weight`` (optional) weights the rows in the calibrator's fit only; the
+    trees always weigh every row alike."""
     trees = HistGradientBoostingClassifier(
         learning_rate=0.1,
         max_iter=300,
@@ -51,8 +69,16 @@ def fit_propensity(x: np.ndarray, y: np.ndarray, customers: np.ndarray, seed: in
     # no open rates). A constant column is never split on, so the trees ignore that input, as
     # they must: at serving time it is missing too.
     x = np.where(np.isnan(x).all(axis=0), np.float32(0.0), x)
-    folds = list(GroupKFold(CALIBRATION_FOLDS, shuffle=True, random_state=seed).split(x, y, customers))
-    model = CalibratedClassifierCV(trees, method="sigmoid", cv=folds, ensemble=False).fit(x, y)
+    # Integer group codes: GroupKFold's np.isin over string ids took ~45 s of a 60 s fit on
+    # 200k rows (measured); the codes name the same groups.
+    groups = pd.factorize(customers)[0]
+    folds = list(GroupKFold(CALIBRATION_FOLDS, shuffle=True, random_state=seed).split(x, y, groups))
+    # Metadata routing sends sample_weight to the calibrator and, as requested here, not to the trees.
+    with config_context(enable_metadata_routing=True):
+        trees.set_fit_request(sample_weight=False)
+        model = CalibratedClassifierCV(trees, method="sigmoid", cv=folds, ensemble=False).fit(
+            x, y, sample_weight=calibration_weight
+        )
     for member in model.calibrated_classifiers_:
         snap_thresholds_to_float32(member.estimator)
     return model
@@ -112,6 +138,12 @@ def column_indices(layout: Sequence[FeatureInput], refs: Sequence[str]) -> list[
     if missing:
         raise KeyError(f"features {missing} are not in the model inputs {list(starts)}")
     return [starts[ref] for ref in refs]
+
+
+def recency_weights(cutoffs: pd.Series, half_life_days: float = CALIBRATION_HALF_LIFE_DAYS) -> np.ndarray:
+    """0.5 ** (days before the latest cutoff / half-life): 1 for the latest training rows."""
+    age = (cutoffs.max() - cutoffs) / pd.Timedelta(days=1)
+    return np.asarray(0.5 ** (age.to_numpy(np.float64) / half_life_days))
 
 
 def positive_probability(model: ClassifierMixin, x: np.ndarray) -> np.ndarray:
