@@ -5,21 +5,30 @@ Nothing here scores anything; the Scorer does. Mapping:
   StoreUnavailable (store down and settings say fail fast)     → UNAVAILABLE
   deadline already too close to do the work                    → DEADLINE_EXCEEDED
   anything else                                                → INTERNAL, logged with the id only
+  bytes that are not the request message                       → INVALID_ARGUMENT
+
+Handlers end a call with a status by raising :class:`Refused`, never ``context.abort``:
+abort sends the status at once, before the metrics and access-log wrappers (which run around
+the handler) have counted the call, so a caller could see its error before the counter moved.
+The one wrapper every scoring handler is registered with (:func:`add_scoring_service`) turns
+``Refused`` into the call's status, sent when the handler returns.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
 from service.core import InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
+from service.security import SCORING_SERVICE
 
 log = logging.getLogger("nudge.grpc")
 
@@ -135,6 +144,15 @@ def to_response(result: ScoreResult, response: pb.ScoreResponse | None = None) -
     return response
 
 
+class Refused(Exception):
+    """End the call with ``code`` and ``message`` (see the module docstring for why not abort)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     """nudge.v1.ScoringService over a Scorer."""
 
@@ -144,25 +162,24 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self.scorer = scorer
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
-        await _check_deadline(context)
-        (outcome,) = await self._run(context, [request])
+        _check_deadline(context)
+        (outcome,) = self._run([request])
         if isinstance(outcome, InvalidQuery):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(outcome))
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(outcome))
         assert isinstance(outcome, ScoreResult)
         return to_response(outcome)
 
     async def ScoreBatch(
         self, request: pb.ScoreBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreBatchResponse:
-        await _check_deadline(context)
-        scorer = await _ready(self.scorer, context)
-        limit = scorer.settings.max_batch
+        _check_deadline(context)
+        limit = _ready(self.scorer).settings.max_batch
         if len(request.requests) > limit:
-            await context.abort(
+            raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"batch of {len(request.requests)} customers exceeds the limit of {limit}",
             )
-        outcomes = await self._run(context, request.requests)
+        outcomes = self._run(request.requests)
         batch = pb.ScoreBatchResponse()
         for req, outcome in zip(request.requests, outcomes, strict=True):
             result = batch.results.add()
@@ -174,10 +191,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 to_response(outcome, result.response)
         return batch
 
-    async def _run(
-        self, context: grpc.aio.ServicerContext, requests: Sequence[pb.ScoreRequest]
-    ) -> list[ScoreResult | InvalidQuery]:
-        scorer = await _ready(self.scorer, context)
+    def _run(self, requests: Sequence[pb.ScoreRequest]) -> list[ScoreResult | InvalidQuery]:
+        scorer = _ready(self.scorer)
         try:
             queries, rejected = to_queries(requests)
             results = scorer.score(queries)
@@ -185,22 +200,81 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 results.insert(i, error)
             return results
         except StoreUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except Exception:
+            raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+        except Exception as exc:
             ids = ",".join(r.customer_id[:64] for r in requests[:5])
             log.exception("scoring failed", extra={"customer_ids": ids, "batch": len(requests)})
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error while scoring; see server log")
-        raise AssertionError("unreachable: abort raises")
+            raise Refused(grpc.StatusCode.INTERNAL, "internal error while scoring; see server log") from exc
 
 
-async def _ready(scorer: Scorer | None, context: grpc.aio.ServicerContext) -> Scorer:
+def _ready(scorer: Scorer | None) -> Scorer:
     if scorer is None:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
-    assert scorer is not None
+        raise Refused(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
     return scorer
 
 
-async def _check_deadline(context: grpc.aio.ServicerContext) -> None:
+def _check_deadline(context: grpc.aio.ServicerContext) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining < MIN_TIME_LEFT_S:
-        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline too short to score")
+        raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline too short to score")
+
+
+# --------------------------------------------------------------------------- registration
+
+
+class Undecodable:
+    """What the lenient deserializer hands the handler for bytes that are not the message."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _lenient(message: Any) -> Callable[[bytes], Any]:
+    parse = message.FromString
+    name = message.DESCRIPTOR.full_name
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return parse(raw)
+        except (DecodeError, ValueError, RecursionError):
+            return Undecodable(f"request is not a valid {name}")
+
+    return deserialize
+
+
+def _answering(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Any:
+    """The handler as registered: undecodable bytes and :class:`Refused` become the status."""
+
+    async def answering(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            if type(request) is Undecodable:
+                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            return await behavior(request, context)
+        except Refused as refused:
+            context.set_code(refused.code)
+            context.set_details(refused.message)
+            return None  # grpc.aio sends no message with a non-OK status
+
+    return answering
+
+
+def add_scoring_service(servicer: ScoringServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as nudge.v1.ScoringService, like the generated
+    ``add_ScoringServiceServicer_to_server`` but answering undecodable requests with
+    INVALID_ARGUMENT (grpcio would say UNKNOWN) and :class:`Refused` with its status."""
+    handlers = {
+        "Score": grpc.unary_unary_rpc_method_handler(
+            _answering(servicer.Score),
+            request_deserializer=_lenient(pb.ScoreRequest),
+            response_serializer=pb.ScoreResponse.SerializeToString,
+        ),
+        "ScoreBatch": grpc.unary_unary_rpc_method_handler(
+            _answering(servicer.ScoreBatch),
+            request_deserializer=_lenient(pb.ScoreBatchRequest),
+            response_serializer=pb.ScoreBatchResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SCORING_SERVICE, handlers),))
+    server.add_registered_method_handlers(SCORING_SERVICE, handlers)  # type: ignore[attr-defined]

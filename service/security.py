@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from nudge.v1 import scoring_pb2 as pb
 from service.config import Settings
 
 log = logging.getLogger("nudge.security")
 
-SCORING_SERVICE = "nudge.v1.ScoringService"
+SCORING_SERVICE = pb.DESCRIPTOR.services_by_name["ScoringService"].full_name  # nudge.v1.ScoringService
 SCORING_METHODS = tuple(
     f"/{SCORING_SERVICE}/{m.name}" for m in pb.DESCRIPTOR.services_by_name["ScoringService"].methods
 )
@@ -157,10 +156,14 @@ def _full_method(name: str) -> str:
 
 
 def _rejection(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A unary handler that fails the call without decoding the request (no deserializer)."""
+    """A unary handler that fails the call without decoding the request (no deserializer).
+
+    It sets the status and returns instead of ``context.abort``, which would send the status
+    before the metrics wrapper had counted the call (see ``grpc_api.Refused``)."""
 
     async def reject(_request: bytes, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+        context.set_code(code)
+        context.set_details(message)
 
     return grpc.unary_unary_rpc_method_handler(reject)
 
@@ -236,60 +239,6 @@ def auth_interceptor(settings: Settings) -> BearerTokenAuth | None:
         return None
     log.info("bearer-token auth on: %d token(s); health and reflection stay open", len(tokens))
     return BearerTokenAuth(tokens)
-
-
-# --------------------------------------------------------------------------- hostile bytes
-
-
-class Undecodable:
-    """What the lenient deserializer hands the handler for bytes that are not the message."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _lenient(message: Any) -> Callable[[bytes], Any]:
-    parse = message.FromString
-    name = message.DESCRIPTOR.full_name
-
-    def deserialize(raw: bytes) -> Any:
-        try:
-            return parse(raw)
-        except (DecodeError, ValueError, RecursionError):
-            return Undecodable(f"request is not a valid {name}")
-
-    return deserialize
-
-
-def _guarded(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Any:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if type(request) is Undecodable:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-        return await behavior(request, context)
-
-    return guarded
-
-
-def add_scoring_service(servicer: Any, server: grpc.aio.Server) -> None:
-    """Register ``servicer`` as nudge.v1.ScoringService, like the generated
-    ``add_ScoringServiceServicer_to_server`` but answering undecodable requests with
-    INVALID_ARGUMENT (grpcio would say UNKNOWN)."""
-    handlers = {
-        "Score": grpc.unary_unary_rpc_method_handler(
-            _guarded(servicer.Score),
-            request_deserializer=_lenient(pb.ScoreRequest),
-            response_serializer=pb.ScoreResponse.SerializeToString,
-        ),
-        "ScoreBatch": grpc.unary_unary_rpc_method_handler(
-            _guarded(servicer.ScoreBatch),
-            request_deserializer=_lenient(pb.ScoreBatchRequest),
-            response_serializer=pb.ScoreBatchResponse.SerializeToString,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SCORING_SERVICE, handlers),))
-    server.add_registered_method_handlers(SCORING_SERVICE, handlers)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- client side

@@ -33,10 +33,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from nudge.v1 import scoring_pb2
 from service import config, logs, security
 from service.core import CONTEXT_REFS, Scorer
-from service.grpc_api import ScoringServicer
+from service.grpc_api import ScoringServicer, add_scoring_service
 from service.manifest import ManifestError
 from service.models import check_served, load_latest
 from service.reloader import ModelReloader
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
     from service.tracing import Tracing
 
 log = logging.getLogger("nudge.server")
-SERVICE_NAME = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
 
 
 class StartupError(RuntimeError):
@@ -133,17 +131,21 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        [
+            security.SCORING_SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
-    for name in ("", SERVICE_NAME):
+    for name in ("", security.SCORING_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         transport = security.add_port(server, settings)
     except security.SecurityError as exc:
         raise StartupError(f"refusing to start: {exc}") from exc
     servicer = ScoringServicer()
-    security.add_scoring_service(servicer, server)
+    add_scoring_service(servicer, server)
     started = time.monotonic()
     await server.start()
     try:
@@ -157,7 +159,7 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     if metrics is not None:
         metrics.set_models(scorer.models.versions)
     servicer.scorer = scorer
-    for name in ("", SERVICE_NAME):
+    for name in ("", security.SCORING_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "SERVING on %s (%s) in %.2fs; models %s",

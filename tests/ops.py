@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,31 +136,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(port: int) -> Samples:
-    """Every sample of the /metrics page, keyed by (sample name, labels), once the server has
-    finished counting the calls it already answered.
-
-    grpc.aio's ``context.abort`` sends the status to the client before the handler's
-    ``finally`` (where the RPC is counted) runs, so a client can see an error a moment before
-    the counter moves. Scrape until two scrapes 50 ms apart agree (at most 3 s).
-    """
-    samples = _scrape_once(port)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        again = _scrape_once(port)
-        settled = _nudge_only(again) == _nudge_only(samples)
-        samples = again
-        if settled:
-            break
-    return samples
-
-
-def _nudge_only(samples: Samples) -> Samples:
-    """nudge's own samples: the process_* ones (CPU, memory) move on their own."""
-    return {key: v for key, v in samples.items() if key[0].startswith("nudge_")}
-
-
-def _scrape_once(port: int) -> Samples:
+    """Every sample of the /metrics page, keyed by (sample name, labels). One read, no waiting:
+    the server counts a call before its status leaves (grpc_api.Refused), so a call the
+    client has seen answered is already counted."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     samples: Samples = {}
