@@ -27,7 +27,6 @@ ROW_ID = "_row_id"
 class TrainingFrame:
     """Entity rows (with their labels) joined to a feature service's features, in entity order."""
 
-    service: str
     features: tuple[FeatureInput, ...]
     rows: pd.DataFrame  # the entity rows as given, index 0..n-1
     x: np.ndarray  # float32 [n, input_width], NaN = missing
@@ -108,4 +107,4 @@ def training_frame(store: FeatureStore, service: str, entity_rows: pd.DataFrame)
     """Entity rows → features as of each row's timestamp → float32 inputs in manifest order."""
     joined = retrieve(store, service, entity_rows)
     x, layout = feature_matrix(joined, model_inputs(store, service))
-    return TrainingFrame(service, layout, entity_rows.reset_index(drop=True), x)
+    return TrainingFrame(layout, entity_rows.reset_index(drop=True), x)

@@ -162,105 +162,81 @@ def train(
     """
     from threadpoolctl import threadpool_limits
 
+    limits = limits or Limits()
     with threadpool_limits(limits=1):
-        return _train(
-            repo=repo,
-            models_dir=models_dir,
-            events_path=events_path,
-            customers_path=customers_path,
-            horizon_days=horizon_days,
-            truth_path=truth_path,
-            seed=seed,
-            limits=limits or Limits(),
-            compare=compare,
+        from feast import FeatureStore
+
+        from training.events import load_event_data
+        from training.export import write_model
+        from training.report import write_report
+        from training.split import make_split
+
+        clock = _Clock()
+        rng = np.random.default_rng(seed)
+        data = load_event_data(events_path, customers_path)
+        events, customers = data.events, data.customers
+        if events.empty:
+            raise ValueError(f"{events_path}: no events")
+        truth = pd.read_parquet(truth_path) if truth_path else None
+        store = FeatureStore(repo_path=str(repo))
+        horizon = pd.Timedelta(days=horizon_days)
+        split = make_split(
+            snapshot_times(store), events["event_timestamp"].min(), events["event_timestamp"].max(), horizon
         )
+        clock.done("load", f"{len(events):,} events, {len(customers):,} customers")
 
+        run = _Run(store, events, customers, split, truth, rng, limits, seed, clock)
+        propensity = _train_propensity(run)
+        send_time = _train_send_time(run, compare)
 
-def _train(
-    *,
-    repo: Path,
-    models_dir: Path,
-    events_path: Path,
-    customers_path: Path,
-    horizon_days: int,
-    truth_path: Path | None,
-    seed: int,
-    limits: Limits,
-    compare: bool,
-) -> TrainResult:
-    from feast import FeatureStore
-
-    from training.events import load_event_data
-    from training.export import write_model
-    from training.report import write_report
-    from training.split import make_split
-
-    clock = _Clock()
-    rng = np.random.default_rng(seed)
-    data = load_event_data(events_path, customers_path)
-    events, customers = data.events, data.customers
-    if events.empty:
-        raise ValueError(f"{events_path}: no events")
-    truth = pd.read_parquet(truth_path) if truth_path else None
-    store = FeatureStore(repo_path=str(repo))
-    horizon = pd.Timedelta(days=horizon_days)
-    split = make_split(
-        snapshot_times(store), events["event_timestamp"].min(), events["event_timestamp"].max(), horizon
-    )
-    clock.done("load", f"{len(events):,} events, {len(customers):,} customers")
-
-    run = _Run(store, events, customers, split, truth, rng, limits, seed, clock)
-    propensity = _train_propensity(run)
-    send_time = _train_send_time(run, compare)
-
-    created = datetime.now(UTC)
-    report: dict[str, Any] = {
-        "propensity": propensity.metrics,
-        "send_time": send_time.metrics,
-        "split": split.describe(),
-    }
-    label = {
-        "propensity": {
-            "definition": "at least one purchase in (t, t + horizon]",
-            "horizon_days": horizon_days,
-            "positive_class": 1,
-        },
-        "send_time": {
-            "definition": "local hour of week of the customer's next engagement "
-            "(slot = local weekday * 24 + local hour, Monday 00h = 0), bursts within 1 h collapsed",
-            "slots": 168,
-        },
-    }
-    version_dirs = {}
-    for name, stage, service, width in (
-        ("propensity", propensity, PROPENSITY_SERVICE, 2),
-        ("send_time", send_time, SEND_TIME_SERVICE, 168),
-    ):
-        version_dirs[name] = write_model(
-            models_dir,
-            name,
-            stage.exported,
-            feature_service=service,
-            features=stage.features,
-            output_width=width,
-            created=created,
-            label=label[name],
-            training={
-                **stage.training,
-                "window": [split.data_start.isoformat(), split.train_end.isoformat()],
-                "split": report["split"],
-                "seed": seed,
+        created = datetime.now(UTC)
+        report: dict[str, Any] = {
+            "propensity": propensity.metrics,
+            "send_time": send_time.metrics,
+            "split": split.describe(),
+        }
+        label = {
+            "propensity": {
+                "definition": "at least one purchase in (t, t + horizon]",
+                "horizon_days": horizon_days,
+                "positive_class": 1,
             },
-            metrics=report[name],
-        )
-    report["models"] = {name: path.name for name, path in version_dirs.items()}
-    clock.done("export", ", ".join(f"{n}/{p.name}" for n, p in version_dirs.items()))
-    report["timing"] = {
-        "stages_seconds": clock.stages,
-        "total_seconds": round(time.perf_counter() - clock.started, 1),
-    }
-    paths = write_report(models_dir, report, _plots(propensity, send_time))
-    return TrainResult(report, version_dirs, paths)
+            "send_time": {
+                "definition": "local hour of week of the customer's next engagement "
+                "(slot = local weekday * 24 + local hour, Monday 00h = 0), bursts within 1 h collapsed",
+                "slots": 168,
+            },
+        }
+        version_dirs = {}
+        for name, stage, service, width in (
+            ("propensity", propensity, PROPENSITY_SERVICE, 2),
+            ("send_time", send_time, SEND_TIME_SERVICE, 168),
+        ):
+            version_dirs[name] = write_model(
+                models_dir,
+                name,
+                stage.exported,
+                feature_service=service,
+                features=stage.features,
+                output_width=width,
+                created=created,
+                label=label[name],
+                training={
+                    **stage.training,
+                    "window": [split.data_start.isoformat(), split.train_end.isoformat()],
+                    "split": report["split"],
+                    "seed": seed,
+                },
+                metrics=report[name],
+            )
+        report["models"] = {name: path.name for name, path in version_dirs.items()}
+        clock.done("export", ", ".join(f"{n}/{p.name}" for n, p in version_dirs.items()))
+        report["timing"] = {
+            "stages_seconds": clock.stages,
+            "total_seconds": round(time.perf_counter() - clock.started, 1),
+        }
+        paths = write_report(models_dir, report, _plots(propensity, send_time))
+        return TrainResult(report, version_dirs, paths)
 
 
 def snapshot_times(store: FeatureStore) -> list[pd.Timestamp]:
