@@ -40,6 +40,7 @@ class Exported:
     onnx_bytes: bytes
     max_abs_diff: float
     latency_ms: float  # median single-row call, one onnxruntime thread
+    probabilities: np.ndarray  # scikit-learn's on the checked rows: the evaluation reuses them
 
 
 def convert(model: Any, input_width: int) -> bytes:
@@ -81,7 +82,7 @@ def export_checked(model: Any, x_test: np.ndarray, name: str) -> Exported:
             f"{name}: onnxruntime differs from scikit-learn by up to {worst:.2e} "
             f"(> {PARITY_ATOL:g}) on {bad} of {len(x32)} test rows; refusing to export"
         )
-    return Exported(onnx_bytes, worst, single_row_latency_ms(sess, x32))
+    return Exported(onnx_bytes, worst, single_row_latency_ms(sess, x32), sk_probs)
 
 
 def single_row_latency_ms(sess: Any, x: np.ndarray, calls: int = 2000) -> float:

@@ -325,12 +325,13 @@ def _train_propensity(run: _Run) -> _Stage:
     baseline, baseline_columns = fit_recency_frequency_baseline(x[train], y[train], frame.features)
     run.clock.done("propensity fit", f"{trees_of(model).n_iter_} boosting rounds")
 
-    y_test = y[test]
+    y_test, x_test = y[test], x[test]
+    exported = export_checked(model, x_test, "propensity")
     scores = {
-        "model": positive_probability(model, x[test]),
-        "baseline": positive_probability(baseline, x[test][:, baseline_columns]),
+        "model": exported.probabilities[:, 1],
+        "baseline": positive_probability(baseline, x_test[:, baseline_columns]),
     }
-    uncalibrated = positive_probability(trees_of(model), x[test])
+    uncalibrated = positive_probability(trees_of(model), x_test)
     if run.truth is not None:
         from training.simulate import true_purchase_probability
 
@@ -339,7 +340,6 @@ def _train_propensity(run: _Run) -> _Stage:
         )
         scores["oracle"] = true_purchase_probability(run.truth, run.events, cutoffs, run.split.horizon.days)
     measured = {name: propensity_metrics(y_test, p) for name, p in scores.items()}
-    exported = export_checked(model, x[test], "propensity")
     metrics: dict[str, Any] = {
         "horizon_days": run.split.horizon.days,
         "n_train": int(train.sum()),
@@ -410,7 +410,7 @@ def _train_send_time(run: _Run, compare: bool) -> _Stage:
         fit_seconds = time.perf_counter() - started
         probe = export_checked(model, x[sel_eval], f"send_time/{candidate.name}")
         candidates[candidate.name] = {
-            **send_time_metrics(model.predict_proba(x[sel_eval]), slots[sel_eval]),
+            **send_time_metrics(probe.probabilities, slots[sel_eval]),
             "ort_latency_ms": probe.latency_ms,
             "fit_seconds": round(fit_seconds, 2),
             "description": candidate.description,
@@ -431,7 +431,8 @@ def _train_send_time(run: _Run, compare: bool) -> _Stage:
     model = fit_send_time(chosen, frame.features, x[train_idx], slots[train_idx], run.seed)
     run.clock.done("send-time fit", f"{chosen.name} on {len(train_idx):,} engagements")
 
-    probs = model.predict_proba(x[is_test])
+    exported = export_checked(model, x[is_test], "send_time")
+    probs = exported.probabilities
     y_test = slots[is_test]
     test_frame = frame.rows.loc[is_test].reset_index(drop=True)
     global_freq = slot_frequencies(slots[~is_test])
@@ -471,7 +472,6 @@ def _train_send_time(run: _Run, compare: bool) -> _Stage:
         metrics.update(
             {f"oracle_{k}": None for k in ("hit_at_1", "hit_at_3", "hit_at_6", "hod_hit_at_3", "log_loss")}
         )
-    exported = export_checked(model, x[is_test], "send_time")
     metrics.update({"ort_latency_ms": exported.latency_ms, "parity_max_abs_diff": exported.max_abs_diff})
     run.clock.done(
         "send-time evaluated + parity-checked",
