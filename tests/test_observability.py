@@ -167,8 +167,8 @@ def test_two_workers_metrics_sum_on_one_port(
     assert delta(before, after, "nudge_purchase_propensity_count") == calls
     assert delta(before, after, "nudge_inference_seconds_count") == calls
     # Both workers serve, and each one's model versions count once.
-    for _labels, loaded in matching(after, "nudge_model_loaded"):
-        assert loaded == 2
+    loaded = [v for _labels, v in matching(after, "nudge_model_loaded")]
+    assert loaded == [2, 2]  # propensity and send_time, each served by both workers
     per_worker = []
     for path in sorted(directory.glob("counter_*.db")):
         families = MultiProcessCollector.merge([str(path)], accumulate=True)

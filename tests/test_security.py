@@ -74,8 +74,8 @@ def score(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] | None = 
 
 
 def refused(call: object) -> grpc.RpcError:
+    assert callable(call)
     with pytest.raises(grpc.RpcError) as info:
-        assert callable(call)
         call()
     return info.value
 

@@ -94,6 +94,8 @@ def test_redis_store_serves_the_same_features(
                 answers.append(
                     [stub.Score(pb.ScoreRequest(customer_id=c, now=stamp(stack)), timeout=5) for c in ids]
                 )
+    # Real features on both sides: two cold-start answers would agree without proving anything.
+    assert all(r.feature_status == pb.FEATURE_STATUS_FRESH for r in answers[0])
     for sqlite_reply, redis_reply in zip(*answers, strict=True):
         assert redis_reply.purchase_propensity == pytest.approx(sqlite_reply.purchase_propensity, abs=1e-7)
         assert redis_reply.feature_status == sqlite_reply.feature_status
