@@ -163,7 +163,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         _check_deadline(context)
-        (outcome,) = self._run([request])
+        (outcome,) = _run(_ready(self.scorer), [request])
         if isinstance(outcome, InvalidQuery):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(outcome))
         assert isinstance(outcome, ScoreResult)
@@ -173,13 +173,14 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, request: pb.ScoreBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreBatchResponse:
         _check_deadline(context)
-        limit = _ready(self.scorer).settings.max_batch
+        scorer = _ready(self.scorer)
+        limit = scorer.settings.max_batch
         if len(request.requests) > limit:
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"batch of {len(request.requests)} customers exceeds the limit of {limit}",
             )
-        outcomes = self._run(request.requests)
+        outcomes = _run(scorer, request.requests)
         batch = pb.ScoreBatchResponse()
         for req, outcome in zip(request.requests, outcomes, strict=True):
             result = batch.results.add()
@@ -191,20 +192,20 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 to_response(outcome, result.response)
         return batch
 
-    def _run(self, requests: Sequence[pb.ScoreRequest]) -> list[ScoreResult | InvalidQuery]:
-        scorer = _ready(self.scorer)
-        try:
-            queries, rejected = to_queries(requests)
-            results = scorer.score(queries)
-            for i, error in rejected:  # ascending: each lands at its request's position
-                results.insert(i, error)
-            return results
-        except StoreUnavailable as exc:
-            raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-        except Exception as exc:
-            ids = ",".join(r.customer_id[:64] for r in requests[:5])
-            log.exception("scoring failed", extra={"customer_ids": ids, "batch": len(requests)})
-            raise Refused(grpc.StatusCode.INTERNAL, "internal error while scoring; see server log") from exc
+
+def _run(scorer: Scorer, requests: Sequence[pb.ScoreRequest]) -> list[ScoreResult | InvalidQuery]:
+    try:
+        queries, rejected = to_queries(requests)
+        results = scorer.score(queries)
+        for i, error in rejected:  # ascending: each lands at its request's position
+            results.insert(i, error)
+        return results
+    except StoreUnavailable as exc:
+        raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+    except Exception as exc:
+        ids = ",".join(r.customer_id[:64] for r in requests[:5])
+        log.exception("scoring failed", extra={"customer_ids": ids, "batch": len(requests)})
+        raise Refused(grpc.StatusCode.INTERNAL, "internal error while scoring; see server log") from exc
 
 
 def _ready(scorer: Scorer | None) -> Scorer:

@@ -57,11 +57,6 @@ class Manifest:
         """Feature refs in model-input order."""
         return [f.ref for f in self.features]
 
-    @property
-    def input_width(self) -> int:
-        """Columns of the float32 input row (arrays expanded)."""
-        return sum(f.size for f in self.features)
-
     def to_json(self) -> str:
         data = asdict(self)
         data["features"] = [asdict(f) for f in self.features]

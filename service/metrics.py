@@ -148,7 +148,6 @@ class Metrics:
             code: self.feature_status.labels(name).inc for code, name in _STATUS_NAMES.items()
         }
         self._models: dict[str, str] = {}
-        self._models_object: object = None
 
     # ---------------------------------------------------------------- per-response numbers
 
@@ -170,7 +169,7 @@ class Metrics:
     # ---------------------------------------------------------------- models
 
     def set_models(self, versions: dict[str, str]) -> None:
-        """Record the model versions this process serves (call again after a hot swap)."""
+        """Record the model versions this process serves (start-up, and the reloader's swap)."""
         if versions == self._models:
             return
         for name, version in self._models.items():
@@ -196,13 +195,10 @@ class Metrics:
         return timed_read
 
     def inference(self, infer: Callable[..., T]) -> Callable[..., T]:
-        """Core hook (Scorer.instrument): time inference; notice a hot-swapped ModelSet."""
+        """Core hook (Scorer.instrument): time inference."""
         observe, clock = self.inference_seconds.observe, time.perf_counter
 
         def timed_infer(models: Any, *args: Any) -> T:
-            if models is not self._models_object:
-                self._models_object = models
-                self.set_models(dict(models.versions))
             start = clock()
             try:
                 return infer(models, *args)
@@ -236,7 +232,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
     ) -> None:
         self.metrics = metrics
         self.access_log = access_log
-        self.request_ids = request_ids or access_log
+        self.request_ids = request_ids
         self._cache: dict[str, dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]] = {
             m: {} for m in methods
         }

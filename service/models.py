@@ -40,7 +40,7 @@ class LoadedModel:
 
     @functools.cached_property
     def width(self) -> int:
-        """Columns of the input row (Manifest.input_width, computed once, not per request)."""
+        """Columns of the input row (arrays expanded), computed once, not per request."""
         return sum(width for _, _, width in self.layout)
 
     @functools.cached_property

@@ -62,6 +62,8 @@ from redis.retry import Retry
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
+    from service.config import Settings
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 0.05
@@ -679,3 +681,10 @@ def build_reader(
         reader = FeastSdkReader(store, layout)
     logger.info("online features: %s for %d features", type(reader).__name__, len(layout.feature_refs))
     return reader
+
+
+def reader_for(store: FeatureStore, feature_refs: Sequence[str], settings: Settings) -> OnlineFeatureReader:
+    """:func:`build_reader` as the server configures it (start-up and hot swap alike)."""
+    return build_reader(
+        store, feature_refs, fast=settings.fast_features, timeout_s=settings.store_timeout_ms / 1000
+    )

@@ -83,16 +83,15 @@ class ModelReloader:
             self.metrics.model_reloads.labels(model, outcome).inc()
 
     def _swap(self, models: ModelSet) -> None:
-        from service.online_features import build_reader
+        from service.online_features import reader_for
 
         reader = self.scorer.reader
         if not set(models.feature_refs) <= set(reader.feature_refs):
-            settings = self.scorer.settings
             refs = list(dict.fromkeys([*models.feature_refs, *reader.feature_refs]))
-            self.scorer.reader = build_reader(
-                self.store, refs, fast=settings.fast_features, timeout_s=settings.store_timeout_ms / 1000
-            )
+            self.scorer.reader = reader_for(self.store, refs, self.scorer.settings)
         self.scorer.models = models
+        if self.metrics is not None:
+            self.metrics.set_models(models.versions)
         log.info("now serving models %s", models.versions)
 
     async def poll(self, every_s: float, wake: asyncio.Event) -> None:

@@ -63,7 +63,7 @@ def open_store(settings: config.Settings) -> FeatureStore:
 
 def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
     """Everything done once: models loaded and checked, registry checked, read plan derived."""
-    from service.online_features import build_reader
+    from service.online_features import reader_for
 
     store = open_store(settings)
     try:
@@ -72,10 +72,7 @@ def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
     except ManifestError as exc:
         raise StartupError(f"refusing to start: {exc}") from exc
     refs = list(dict.fromkeys([*models.feature_refs, *CONTEXT_REFS]))
-    reader = build_reader(
-        store, refs, fast=settings.fast_features, timeout_s=settings.store_timeout_ms / 1000
-    )
-    return Scorer(reader, models, settings), store
+    return Scorer(reader_for(store, refs, settings), models, settings), store
 
 
 def grpc_options(settings: config.Settings) -> list[tuple[str, int]]:
