@@ -89,6 +89,8 @@ class ModelReloader:
         if not set(models.feature_refs) <= set(reader.feature_refs):
             refs = list(dict.fromkeys([*models.feature_refs, *reader.feature_refs]))
             self.scorer.reader = reader_for(self.store, refs, self.scorer.settings)
+            # Reads run on this (the event loop's) thread, so none is using the old one now.
+            reader.close()
         self.scorer.models = models
         if self.metrics is not None:
             self.metrics.set_models(models.versions)
