@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint proto proto-lint quality clean
+.PHONY: install test demo lint proto proto-lint quality ceiling clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,3 +46,8 @@ quality: $(STAMP)
 	$(BIN)/feast -c $(QUALITY)/repo apply
 	time $(BIN)/nudge train --repo $(QUALITY)/repo --out $(QUALITY)/models --events $(QUALITY)/data/events.parquet \
 		--customers $(QUALITY)/data/customers.parquet --truth $(QUALITY)/data/truth.parquet
+
+## After `make quality`: the propensity model refitted with more inputs, up to the hidden truth.
+ceiling: $(STAMP)
+	time $(BIN)/python -m training.ceiling --repo $(QUALITY)/repo --events $(QUALITY)/data/events.parquet \
+		--customers $(QUALITY)/data/customers.parquet --truth $(QUALITY)/data/truth.parquet --json $(QUALITY)/ceiling.json

@@ -101,3 +101,28 @@ def test_purchases_only_data_trains_end_to_end(purchases_only: TrainResult) -> N
     assert s["n_train"] > 0 and s["hit_at_3"] > s["baseline_global_hit_at_3"]
     models = load_latest(purchases_only.version_dirs["propensity"].parent.parent)
     assert models.versions == {name: path.name for name, path in purchases_only.version_dirs.items()}
+
+
+def test_ceiling_refits_the_trained_model_and_adds_inputs(stack: Stack, tmp_path: Path) -> None:
+    """`python -m training.ceiling`: its first row is `nudge train`'s own model on the same
+    rows (same ROC-AUC as the report), and each richer input set is scored beside the oracle."""
+    from training.ceiling import main
+
+    out = tmp_path / "ceiling.json"
+    args = ["--repo", str(stack.repo), "--events", str(stack.events), "--customers", str(stack.customers)]
+    assert (
+        main([*args, "--truth", str(stack.data / "truth.parquet"), "--seeds", "0", "--json", str(out)]) == 0
+    )
+    result = json.loads(out.read_text())
+    report = json.loads((stack.models / "report.json").read_text())["propensity"]
+    assert result["rows"] == {"train": report["n_train"], "test": report["n_test"]}
+    aucs = result["roc_auc"]
+    assert list(aucs) == [
+        "feature service",
+        "+ observable extras",
+        "+ renewal parameters",
+        "+ hidden parameters",
+    ]
+    assert aucs["feature service"]["per_seed"] == [pytest.approx(report["roc_auc"], abs=1e-12)]
+    assert all(0.6 < a["median"] <= 1.0 for a in aucs.values())
+    assert 0.6 < result["oracle_roc_auc"] <= 1.0

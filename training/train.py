@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from service.manifest import FeatureInput
+    from training.datasets import TrainingFrame
     from training.export import Exported
     from training.report import Plots
     from training.split import TimeSplit
@@ -164,28 +165,11 @@ def train(
 
     limits = limits or Limits()
     with threadpool_limits(limits=1):
-        from feast import FeatureStore
-
-        from training.events import load_event_data
         from training.export import write_model
         from training.report import write_report
-        from training.split import make_split
 
-        clock = _Clock()
-        rng = np.random.default_rng(seed)
-        data = load_event_data(events_path, customers_path)
-        events, customers = data.events, data.customers
-        if events.empty:
-            raise ValueError(f"{events_path}: no events")
-        truth = pd.read_parquet(truth_path) if truth_path else None
-        store = FeatureStore(repo_path=str(repo))
-        horizon = pd.Timedelta(days=horizon_days)
-        split = make_split(
-            snapshot_times(store), events["event_timestamp"].min(), events["event_timestamp"].max(), horizon
-        )
-        clock.done("load", f"{len(events):,} events, {len(customers):,} customers")
-
-        run = _Run(store, events, customers, split, truth, rng, limits, seed, clock)
+        run = prepare(repo, events_path, customers_path, horizon_days, truth_path, seed, limits)
+        split, clock = run.split, run.clock
         propensity = _train_propensity(run)
         send_time = _train_send_time(run, compare)
 
@@ -239,6 +223,36 @@ def train(
         return TrainResult(report, version_dirs, paths)
 
 
+def prepare(
+    repo: Path,
+    events_path: Path,
+    customers_path: Path,
+    horizon_days: int,
+    truth_path: Path | None,
+    seed: int,
+    limits: Limits,
+) -> Run:
+    """Load the data and the store and fix the time split: what every model stage shares."""
+    from feast import FeatureStore
+
+    from training.events import load_event_data
+    from training.split import make_split
+
+    clock = _Clock()
+    data = load_event_data(events_path, customers_path)
+    events, customers = data.events, data.customers
+    if events.empty:
+        raise ValueError(f"{events_path}: no events")
+    truth = pd.read_parquet(truth_path) if truth_path else None
+    store = FeatureStore(repo_path=str(repo))
+    horizon = pd.Timedelta(days=horizon_days)
+    split = make_split(
+        snapshot_times(store), events["event_timestamp"].min(), events["event_timestamp"].max(), horizon
+    )
+    clock.done("load", f"{len(events):,} events, {len(customers):,} customers")
+    return Run(store, events, customers, split, truth, np.random.default_rng(seed), limits, seed, clock)
+
+
 def snapshot_times(store: FeatureStore) -> list[pd.Timestamp]:
     """The snapshot times of the stats view's offline table: the propensity cutoffs.
 
@@ -272,7 +286,7 @@ class _Stage:
 
 
 @dataclass(frozen=True)
-class _Run:
+class Run:
     """What both model stages share: the store, the data, the split and the run's settings."""
 
     store: FeatureStore
@@ -286,11 +300,40 @@ class _Run:
     clock: _Clock
 
 
-def _train_propensity(run: _Run) -> _Stage:
+@dataclass(frozen=True)
+class PropensitySet:
+    """The propensity rows (sampled train rows first, then test rows) with their features."""
+
+    frame: TrainingFrame
+    y: np.ndarray
+    train: np.ndarray  # bool per row; the rest are test rows
+    rows_before_sampling: int
+
+
+def propensity_set(run: Run) -> PropensitySet:
+    """Every (customer, cutoff) of the train and test periods, labelled, capped by seeded
+    subsamples and joined point in time to the propensity feature service."""
     from training.datasets import training_frame
+    from training.labels import propensity_rows
+
+    rows = propensity_rows(run.events, run.customers, [*run.split.train, *run.split.test], run.split.horizon)
+    in_test = rows["event_timestamp"].isin(run.split.test)
+    train_rows = _subsample(rows[~in_test], run.limits.propensity_train, run.rng)
+    test_rows = _subsample(rows[in_test], run.limits.propensity_test, run.rng)
+    frame = training_frame(
+        run.store, PROPENSITY_SERVICE, pd.concat([train_rows, test_rows], ignore_index=True)
+    )
+    run.clock.done(
+        "propensity training set",
+        f"{len(rows):,} rows, sampled {len(train_rows):,} train / {len(test_rows):,} test",
+    )
+    train = np.arange(len(frame.rows)) < len(train_rows)
+    return PropensitySet(frame, frame.rows["label"].to_numpy(), train, len(rows))
+
+
+def _train_propensity(run: Run) -> _Stage:
     from training.evaluate import expected_calibration_error, propensity_metrics
     from training.export import export_checked
-    from training.labels import propensity_rows
     from training.propensity import (
         CALIBRATION_HALF_LIFE_DAYS,
         fit_propensity,
@@ -300,21 +343,8 @@ def _train_propensity(run: _Run) -> _Stage:
         trees_of,
     )
 
-    rows = propensity_rows(run.events, run.customers, [*run.split.train, *run.split.test], run.split.horizon)
-    in_test = rows["event_timestamp"].isin(run.split.test)
-    train_rows = _subsample(rows[~in_test], run.limits.propensity_train, run.rng)
-    test_rows = _subsample(rows[in_test], run.limits.propensity_test, run.rng)
-    frame = training_frame(
-        run.store, PROPENSITY_SERVICE, pd.concat([train_rows, test_rows], ignore_index=True)
-    )
-    x, y = frame.x, frame.rows["label"].to_numpy()
-    test = np.arange(len(y)) >= len(train_rows)
-    train = ~test
-    run.clock.done(
-        "propensity training set",
-        f"{len(rows):,} rows, sampled {len(train_rows):,} train / {len(test_rows):,} test",
-    )
-
+    data = propensity_set(run)
+    frame, x, y, train, test = data.frame, data.frame.x, data.y, data.train, ~data.train
     model = fit_propensity(
         x[train],
         y[train],
@@ -344,7 +374,7 @@ def _train_propensity(run: _Run) -> _Stage:
         "horizon_days": run.split.horizon.days,
         "n_train": int(train.sum()),
         "n_test": int(test.sum()),
-        "n_rows_before_sampling": len(rows),
+        "n_rows_before_sampling": data.rows_before_sampling,
         "positive_rate": float(y_test.mean()),
         "train_positive_rate": float(y[train].mean()),
         **measured["model"],
@@ -369,7 +399,7 @@ def _train_propensity(run: _Run) -> _Stage:
     )
 
 
-def _train_send_time(run: _Run, compare: bool) -> _Stage:
+def _train_send_time(run: Run, compare: bool) -> _Stage:
     from training.datasets import training_frame
     from training.evaluate import (
         modal_scores,
