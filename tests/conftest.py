@@ -20,10 +20,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import pandas as pd
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = ROOT / "feature_repo"
+
+
+def utc(text: str) -> pd.Timestamp:
+    """A UTC pandas timestamp from ISO text: the hand-built cases' times."""
+    return pd.Timestamp(text, tz="UTC")
+
+
+def timestamp(when: datetime) -> Timestamp:
+    """``when`` as the protobuf Timestamp a request carries."""
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nudge.cli import main
+from tests.conftest import utc
 from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError
 from training.features import (
     HISTOGRAM_FEATURES,
@@ -25,10 +26,6 @@ from training.features import (
 )
 
 DAY = 86_400
-
-
-def utc(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text, tz="UTC")
 
 
 def events_frame(*rows: tuple[str, str, str, float | None]) -> pd.DataFrame:

@@ -13,12 +13,11 @@ from typing import Any
 import grpc
 import pandas as pd
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import ServerProcess, Stack, free_port
+from tests.conftest import ServerProcess, Stack, free_port, timestamp
 from tests.ops import delta, matching, scrape, value
 
 SCORE = "nudge.v1.ScoringService/Score"
@@ -28,12 +27,6 @@ BATCH = "nudge.v1.ScoringService/ScoreBatch"
 def known_customers(stack: Stack, n: int) -> list[str]:
     events = pd.read_parquet(stack.events, columns=["customer_id"])
     return [str(c) for c in events["customer_id"].value_counts().index[:n]]
-
-
-def stamp(stack: Stack) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(stack.as_of)
-    return ts
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +45,13 @@ def test_metrics_move_with_real_calls(observed: tuple[ServerProcess, int], stack
     before = scrape(port)
     with server.channel() as channel:
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
-        replies = [stub.Score(pb.ScoreRequest(customer_id=c, now=stamp(stack)), timeout=5) for c in ids]
-        stub.Score(pb.ScoreRequest(customer_id="nobody-at-all", now=stamp(stack)), timeout=5)
+        replies = [
+            stub.Score(pb.ScoreRequest(customer_id=c, now=timestamp(stack.as_of)), timeout=5) for c in ids
+        ]
+        stub.Score(pb.ScoreRequest(customer_id="nobody-at-all", now=timestamp(stack.as_of)), timeout=5)
         with pytest.raises(grpc.RpcError):
             stub.Score(pb.ScoreRequest(customer_id=""), timeout=5)
-        batch = [pb.ScoreRequest(customer_id=c, now=stamp(stack)) for c in [*ids[:2], ""]]
+        batch = [pb.ScoreRequest(customer_id=c, now=timestamp(stack.as_of)) for c in [*ids[:2], ""]]
         stub.ScoreBatch(pb.ScoreBatchRequest(requests=batch), timeout=5)
     after = scrape(port)
 
@@ -102,11 +97,11 @@ def test_json_logs_carry_the_request_id_and_no_feature_values(
     with server.channel() as channel:
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
         reply = stub.Score(
-            pb.ScoreRequest(customer_id=customer, now=stamp(stack)),
+            pb.ScoreRequest(customer_id=customer, now=timestamp(stack.as_of)),
             metadata=(("x-request-id", rid),),
             timeout=5,
         )
-        stub.Score(pb.ScoreRequest(customer_id=customer, now=stamp(stack)), timeout=5)
+        stub.Score(pb.ScoreRequest(customer_id=customer, now=timestamp(stack.as_of)), timeout=5)
     text = server.log()
     entries = json_lines(text)
     mine = [e for e in entries if e.get("request_id") == rid]
@@ -158,7 +153,7 @@ def test_two_workers_metrics_sum_on_one_port(
         with server.channel() as channel:
             stub = scoring_pb2_grpc.ScoringServiceStub(channel)
             for cid in ids:
-                stub.Score(pb.ScoreRequest(customer_id=cid, now=stamp(stack)), timeout=5)
+                stub.Score(pb.ScoreRequest(customer_id=cid, now=timestamp(stack.as_of)), timeout=5)
                 calls += 1
     after = scrape(port)
 
@@ -209,7 +204,7 @@ def test_tracing_spans_cover_fetch_and_inference_inside_the_rpc(stack: Stack, tm
         server.channel() as channel,
     ):
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
-        request = pb.ScoreRequest(customer_id=known_customers(stack, 1)[0], now=stamp(stack))
+        request = pb.ScoreRequest(customer_id=known_customers(stack, 1)[0], now=timestamp(stack.as_of))
         stub.Score(request, metadata=(("traceparent", traceparent),), timeout=5)
     found = {s["name"]: s for s in spans(server.log())}
     rpc = found["/nudge.v1.ScoringService/Score"]

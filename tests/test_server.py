@@ -11,21 +11,14 @@ from pathlib import Path
 import grpc
 import pandas as pd
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import BIN, ServerProcess, Stack
+from tests.conftest import BIN, ServerProcess, Stack, timestamp
 
 UNKNOWN = "nobody-at-all"
-
-
-def stamp(when: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ def people(stack: Stack) -> dict[str, str]:
 
 
 def request(stack: Stack, customer_id: str, **fields: object) -> pb.ScoreRequest:
-    return pb.ScoreRequest(customer_id=customer_id, now=stamp(stack.as_of), **fields)  # type: ignore[arg-type]
+    return pb.ScoreRequest(customer_id=customer_id, now=timestamp(stack.as_of), **fields)  # type: ignore[arg-type]
 
 
 def test_health_serving_and_reflection_lists_service(server: ServerProcess) -> None:
@@ -157,10 +150,10 @@ def invalid_requests(stack: Stack) -> dict[str, pb.ScoreRequest]:
         "window end before start": request(
             stack,
             "c1",
-            window_start=stamp(start + timedelta(hours=5)),
-            window_end=stamp(start + timedelta(hours=1)),
+            window_start=timestamp(start + timedelta(hours=5)),
+            window_end=timestamp(start + timedelta(hours=1)),
         ),
-        "window too long": request(stack, "c1", window_end=stamp(start + timedelta(days=30))),
+        "window too long": request(stack, "c1", window_end=timestamp(start + timedelta(days=30))),
         "quiet hour out of range": request(stack, "c1", quiet_hours=pb.QuietHours(start_hour=25, end_hour=3)),
     }
 

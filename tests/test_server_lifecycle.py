@@ -12,20 +12,13 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
 from service import config
 from service.core import ScoreQuery, ScoreResult
 from service.server import build_scorer
-from tests.conftest import RedisServer, ServerProcess, Stack
-
-
-def stamp(stack: Stack, delta: timedelta = timedelta(0)) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(stack.as_of + delta)
-    return ts
+from tests.conftest import RedisServer, ServerProcess, Stack, timestamp
 
 
 def customers(stack: Stack, n: int) -> list[str]:
@@ -51,7 +44,9 @@ def test_grpc_answers_equal_the_core(stack: Stack, server: ServerProcess) -> Non
             assert isinstance(expected, ScoreResult)
             reply = stub.Score(
                 pb.ScoreRequest(
-                    customer_id=cid, now=stamp(stack), window_end=stamp(stack, timedelta(hours=36))
+                    customer_id=cid,
+                    now=timestamp(stack.as_of),
+                    window_end=timestamp(stack.as_of + timedelta(hours=36)),
                 ),
                 timeout=5,
             )
@@ -71,7 +66,9 @@ def test_two_workers_share_the_port_and_stop_on_sigterm(stack: Stack) -> None:
             stub = scoring_pb2_grpc.ScoringServiceStub(channel)
             for cid in customers(stack, 10):
                 assert (
-                    stub.Score(pb.ScoreRequest(customer_id=cid, now=stamp(stack)), timeout=5).customer_id
+                    stub.Score(
+                        pb.ScoreRequest(customer_id=cid, now=timestamp(stack.as_of)), timeout=5
+                    ).customer_id
                     == cid
                 )
         assert proc.process is not None
@@ -92,7 +89,10 @@ def test_redis_store_serves_the_same_features(
             with grpc.insecure_channel(target) as channel:
                 stub = scoring_pb2_grpc.ScoringServiceStub(channel)
                 answers.append(
-                    [stub.Score(pb.ScoreRequest(customer_id=c, now=stamp(stack)), timeout=5) for c in ids]
+                    [
+                        stub.Score(pb.ScoreRequest(customer_id=c, now=timestamp(stack.as_of)), timeout=5)
+                        for c in ids
+                    ]
                 )
     # Real features on both sides: two cold-start answers would agree without proving anything.
     assert all(r.feature_status == pb.FEATURE_STATUS_FRESH for r in answers[0])
@@ -114,7 +114,7 @@ def test_sigterm_lets_an_in_flight_call_finish(redis_stack: Stack, redis_server:
             stub = scoring_pb2_grpc.ScoringServiceStub(channel)
             try:
                 outcome["reply"] = stub.Score(
-                    pb.ScoreRequest(customer_id=cid, now=stamp(redis_stack)), timeout=20
+                    pb.ScoreRequest(customer_id=cid, now=timestamp(redis_stack.as_of)), timeout=20
                 )
             except grpc.RpcError as exc:
                 outcome["error"] = exc

@@ -12,13 +12,9 @@ import pytest
 from feast import FeatureStore
 
 from service.manifest import FeatureInput
-from tests.conftest import BIN, copy_feature_repo, run_cli
+from tests.conftest import BIN, copy_feature_repo, run_cli, utc
 from training.datasets import training_frame
 from training.features import HISTOGRAMS_SCHEMA, STATS_FEATURES, STATS_SCHEMA
-
-
-def utc(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text, tz="UTC")
 
 
 def stats_row(customer: str, at: str, purchases: float) -> dict[str, object]:

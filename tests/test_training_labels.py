@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tests.conftest import utc
 from training.events import validate
 from training.labels import propensity_rows, send_time_rows
-
-
-def utc(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text, tz="UTC")
 
 
 def data(
