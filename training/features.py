@@ -61,6 +61,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from service.policy import HOURS_PER_WEEK
 from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError, load_event_data, validate
 
 DAY = 86_400  # seconds; all times below are integer Unix seconds
@@ -68,7 +69,6 @@ BURST_GAP = 3_600  # engagements at most this far apart are one engagement
 DECIDE_WINDOW = 48 * 3_600
 COUNT_HALF_LIFE_DAYS = 30.0
 HIST_HALF_LIFE_DAYS = 60.0
-HOURS_PER_WEEK = 168
 
 STATS_TABLE = "customer_stats"
 HISTOGRAMS_TABLE = "customer_time_histograms"

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from service.policy import HOURS_PER_WEEK
 from training import features
 
-SLOTS = 168  # local hours of the week, Monday 00:00-00:59 = 0
+SLOTS = HOURS_PER_WEEK  # local hours of the week, Monday 00:00-00:59 = 0
 HOURS = 24
 # Feast joins a feature row when feature_ts <= entity_ts; stamping a send-time entity row one
 # microsecond before its engagement keeps any row that already counts the engagement out.

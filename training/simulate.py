@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from service.policy import HOURS_PER_WEEK
 from training.events import EVENT_TYPES
 
 FloatArray = npt.NDArray[np.float64]
@@ -69,7 +70,6 @@ ARCHETYPES: dict[str, tuple[float, float, float, tuple[float, ...]]] = {
 
 NS_PER_HOUR = 3_600_000_000_000
 EPOCH_NS = int(pd.Timestamp("1970-01-05", tz="UTC").value)  # a Monday: hour 0 of slot 0
-HOURS_PER_WEEK = 168
 
 # Population-level knobs. Per-customer values scatter around these.
 NEW_CUSTOMER_SHARE = 0.15  # sign up during the period

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from service.policy import HOURS_PER_WEEK
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -188,13 +190,13 @@ def train(
             "send_time": {
                 "definition": "local hour of week of the customer's next engagement "
                 "(slot = local weekday * 24 + local hour, Monday 00h = 0), bursts within 1 h collapsed",
-                "slots": 168,
+                "slots": HOURS_PER_WEEK,
             },
         }
         version_dirs = {}
         for name, stage, service, width in (
             ("propensity", propensity, PROPENSITY_SERVICE, 2),
-            ("send_time", send_time, SEND_TIME_SERVICE, 168),
+            ("send_time", send_time, SEND_TIME_SERVICE, HOURS_PER_WEEK),
         ):
             version_dirs[name] = write_model(
                 models_dir,
