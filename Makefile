@@ -24,7 +24,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy nudge service training tests
+	$(BIN)/mypy nudge service training tests loadtest
 
 ## Regenerate nudge/v1 from proto/ (never edit the generated files by hand).
 proto: $(STAMP)

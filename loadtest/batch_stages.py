@@ -161,7 +161,7 @@ def measure(stack: dict[str, str], batch_size: int, repetitions: int) -> dict[st
     grpc_api.to_queries = _timed("to_query", clock, grpc_api.to_queries)
     servicer = grpc_api.ScoringServicer(scorer)
     ids, now = load_ids(None, Path(stack["customers"])), _as_of(stack["customers"])
-    shapes = {
+    shapes: dict[str, tuple[tuple[bytes, ...], Any, Callable[..., Any]]] = {
         f"ScoreBatch({batch_size})": (
             batch_requests(ids, now, batch_size),
             pb.ScoreBatchRequest,
