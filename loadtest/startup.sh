@@ -13,13 +13,13 @@ WORKERS=${2:-2}
 source "$(dirname "$0")/stack.sh"
 build_stack
 
+rss_of() { awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$1/status"; }
 times=()
 for launch in $(seq 1 "$LAUNCHES"); do
     load=$(cut -d' ' -f1 /proc/loadavg)
     began=$(date +%s.%N)
     start_server "$WORKERS"
     took=$(echo "$(date +%s.%N) - $began" | bc)
-    rss_of() { awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$1/status"; }
     rss=" parent $(rss_of "$SERVER_PID")"
     for pid in $(pgrep -P "$SERVER_PID" || true); do  # the workers, and multiprocessing's helper
         kind=worker

@@ -77,17 +77,10 @@ def roc_auc(data: PropensitySet, x: np.ndarray, seed: int) -> float:
     """Test ROC-AUC of the shipped model recipe (calibrated trees) fitted on ``x``'s train rows."""
     from sklearn.metrics import roc_auc_score
 
-    from training.propensity import fit_propensity, positive_probability, recency_weights
+    from training.propensity import positive_probability
 
-    rows, train = data.frame.rows, data.train
-    model = fit_propensity(
-        x[train],
-        data.y[train],
-        rows.loc[train, "customer_id"].to_numpy(),
-        seed,
-        calibration_weight=recency_weights(rows.loc[train, "event_timestamp"]),
-    )
-    return float(roc_auc_score(data.y[~train], positive_probability(model, x[~train])))
+    test = ~data.train
+    return float(roc_auc_score(data.y[test], positive_probability(data.fit(x, seed), x[test])))
 
 
 def ceiling(run: Run, seeds: list[int]) -> dict[str, Any]:

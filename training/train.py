@@ -39,6 +39,7 @@ from service.policy import HOURS_PER_WEEK
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from sklearn.calibration import CalibratedClassifierCV
 
     from service.manifest import FeatureInput
     from training.datasets import TrainingFrame
@@ -311,6 +312,20 @@ class PropensitySet:
     train: np.ndarray  # bool per row; the rest are test rows
     rows_before_sampling: int
 
+    def fit(self, x: np.ndarray, seed: int) -> CalibratedClassifierCV:
+        """The shipped recipe on the train rows of ``x`` (this set's inputs, or more columns):
+        calibrated trees, folds grouped by customer, calibration weighted by recency."""
+        from training.propensity import fit_propensity, recency_weights
+
+        rows, train = self.frame.rows, self.train
+        return fit_propensity(
+            x[train],
+            self.y[train],
+            rows.loc[train, "customer_id"].to_numpy(),
+            seed,
+            calibration_weight=recency_weights(rows.loc[train, "event_timestamp"]),
+        )
+
 
 def propensity_set(run: Run) -> PropensitySet:
     """Every (customer, cutoff) of the train and test periods, labelled, capped by seeded
@@ -338,22 +353,14 @@ def _train_propensity(run: Run) -> _Stage:
     from training.export import export_checked
     from training.propensity import (
         CALIBRATION_HALF_LIFE_DAYS,
-        fit_propensity,
         fit_recency_frequency_baseline,
         positive_probability,
-        recency_weights,
         trees_of,
     )
 
     data = propensity_set(run)
     frame, x, y, train, test = data.frame, data.frame.x, data.y, data.train, ~data.train
-    model = fit_propensity(
-        x[train],
-        y[train],
-        frame.rows.loc[train, "customer_id"].to_numpy(),
-        run.seed,
-        calibration_weight=recency_weights(frame.rows.loc[train, "event_timestamp"]),
-    )
+    model = data.fit(x, run.seed)
     baseline, baseline_columns = fit_recency_frequency_baseline(x[train], y[train], frame.features)
     run.clock.done("propensity fit", f"{trees_of(model).n_iter_} boosting rounds")
 
