@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -173,19 +173,50 @@ def materialize(repo: Path) -> None:
     run_cli(str(BIN / "feast"), "-c", str(repo), "materialize-incremental", now)
 
 
+# The stack's draw: 800 customers over 120 days ending at `end` (seed 11).
+STACK_CUSTOMERS, STACK_DAYS, STACK_SEED = 800, 120, 11
+# A customer the stack always has, whatever the draw: signed up, no events at all.
+SIGNED_UP_ONLY = "signed-up-no-events"
+
+
+def stack_data(out: Path, end: datetime | None = None) -> None:
+    """Simulate the stack's events into ``out`` (ending at ``end``, default today's 00:00 UTC)
+    and add the customers the tests need explicitly, since a draw may or may not contain them.
+
+    Whether a simulated customer has no events depends on the dates drawn, so the one without
+    history is added here: signed up three days before the end, in a zone with DST."""
+    argv = [str(BIN / "nudge"), "simulate", "--customers", str(STACK_CUSTOMERS), "--days", str(STACK_DAYS)]
+    argv += ["--seed", str(STACK_SEED), "--out", str(out)]
+    if end is not None:
+        argv += ["--start", f"{end - timedelta(days=STACK_DAYS):%Y-%m-%d}"]
+    run_cli(*argv)
+    customers = pd.read_parquet(out / "customers.parquet")
+    last_event = pd.read_parquet(out / "events.parquet", columns=["event_timestamp"])["event_timestamp"].max()
+    silent = pd.DataFrame(
+        {
+            "customer_id": [SIGNED_UP_ONLY],
+            "time_zone": ["Europe/Berlin"],
+            "signup_timestamp": [last_event.floor("D") - pd.Timedelta(days=3)],
+        }
+    )
+    pd.concat([customers, silent.astype(customers.dtypes.to_dict())], ignore_index=True).to_parquet(
+        out / "customers.parquet", index=False
+    )
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     """simulate → features → feast apply → materialize → train, with the CLI a user runs.
 
-    The simulated history ends at today's 00:00 UTC (the simulator's default), and ``as_of``
-    is the newest snapshot: the first midnight after the last event."""
-    import pandas as pd
-
+    The simulated history ends at today's 00:00 UTC (the simulator's default: the server's
+    own clock then sees fresh features), and ``as_of`` is the newest snapshot: the first
+    midnight after the last event. What the tests need from the draw is added explicitly
+    (``stack_data``), and tests/test_stack_dates.py checks it holds for any end date."""
     root = tmp_path_factory.mktemp("stack")
     data, models = root / "data", root / "models"
     repo = copy_feature_repo(root / "repo")
     nudge = str(BIN / "nudge")
-    run_cli(nudge, "simulate", "--customers", "800", "--days", "120", "--seed", "11", "--out", str(data))
+    stack_data(data)
     events, customers = str(data / "events.parquet"), str(data / "customers.parquet")
     run_cli(nudge, "features", "--events", events, "--customers", customers, "--repo", str(repo))
     last_event = pd.read_parquet(events, columns=["event_timestamp"])["event_timestamp"].max()
