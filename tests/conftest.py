@@ -133,6 +133,13 @@ def copy_feature_repo(dest: Path, redis_address: str | None = None) -> Path:
     return dest
 
 
+def registry_file(repo: Path) -> Path:
+    """The registry file a copied repo's ``feature_store.yaml`` names (each variant has its own)."""
+    import yaml
+
+    return repo / yaml.safe_load((repo / "feature_store.yaml").read_text())["registry"]
+
+
 # --- the whole stack, built once per test session through the real commands -------------------
 
 BIN = Path(sys.executable).parent

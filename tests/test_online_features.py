@@ -49,7 +49,7 @@ from service.online_features import (
     decode_value,
     feature_service_refs,
 )
-from tests.conftest import FEATURE_REPO, RedisServer, copy_feature_repo, start_redis
+from tests.conftest import FEATURE_REPO, RedisServer, copy_feature_repo, registry_file, start_redis
 
 FEAST = Path(sys.executable).with_name("feast")
 STATS, HISTS = "customer_stats", "customer_time_histograms"
@@ -419,7 +419,7 @@ def own_redis(tmp_path: Path, materialized: Materialized) -> Iterator[tuple[Redi
     _require_password(server)
     address = f"{server.address},db={DB},password={PASSWORD}"
     repo = copy_feature_repo(tmp_path / "repo", redis_address=address)
-    (repo / "data" / "registry.db").write_bytes((materialized.repo / "data" / "registry.db").read_bytes())
+    registry_file(repo).write_bytes(registry_file(materialized.repo).read_bytes())
     yield server, FeatureStore(repo_path=str(repo))
     server.stop()
 
