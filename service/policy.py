@@ -27,13 +27,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import numpy.typing as npt
 
-HOURS_PER_WEEK = 168
+from nudge.contract.week import EPOCH_HOUR, HOURS_PER_WEEK, hour_of_week
 
 _ONE_US = timedelta(microseconds=1)
 _HOUR_US = 3_600_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# 1970-01-01 was a Thursday: epoch hour 0 is slot 3 * 24 of a Monday-based week.
-_EPOCH_HOUR_SLOT = 3 * 24
 
 _TABLE_START_S = 0  # 1970-01-01T00:00Z
 _TABLE_END_S = 4_102_444_800  # 2100-01-01T00:00Z
@@ -473,7 +471,7 @@ def _plan_group(
     ranked: list[list[tuple[int, float]]] = [[] for _ in group]  # per query: top (candidate, p)
     if not window_over:
         candidates, hour_of_epoch = _candidates(table, start_us, end_us)
-        slots = (hour_of_epoch + _EPOCH_HOUR_SLOT) % HOURS_PER_WEEK
+        slots = hour_of_week(hour_of_epoch + EPOCH_HOUR)
         if quiet is not None:
             allowed = _allowed_hours(quiet)[hour_of_epoch % 24]
             candidates, slots = candidates[allowed], slots[allowed]

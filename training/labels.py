@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from service.policy import HOURS_PER_WEEK
+from nudge.contract.week import HOURS_PER_WEEK
 from training import features
 
 SLOTS = HOURS_PER_WEEK  # local hours of the week, Monday 00:00-00:59 = 0
