@@ -3,6 +3,11 @@
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``. Only the chosen module is imported, so ``nudge --help`` and light
 subcommands start fast (``import feast`` alone costs seconds).
+
+Bad input is reported here, once for every command: a ``UserError`` (nudge/inputs.py) or a
+file the command could not open becomes one line, ``nudge COMMAND: message``, and a non-zero
+exit status; argparse reports its own usage errors (exit 2). Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
+
+from nudge.inputs import UserError
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,14 +58,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command, rest = argv[0], argv[1:]
     module = load(command)
-    parser = argparse.ArgumentParser(
-        prog=f"nudge {command}",
-        description=module.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        parser = argparse.ArgumentParser(
+            prog=f"nudge {command}",
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(parser)
+        args = parser.parse_args(rest)
+        return int(module.run(args) or 0)
+    except UserError as exc:
+        print(f"nudge {command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        # A file the up-front checks could not foresee: one a command finds on its own, or one
+        # removed meanwhile.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nudge {command}: {where}{exc.strerror or exc}; check the path", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

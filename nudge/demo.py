@@ -20,12 +20,14 @@ import grpc
 import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nudge.inputs import UserError, check, feast_repo_problem, port_problem, positive_int, unwritable_dir
+
 BIN = Path(sys.executable).parent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--customers", type=int, default=3000, help="Simulated customers.")
-    parser.add_argument("--days", type=int, default=120, help="Simulated days of history.")
+    parser.add_argument("--customers", type=positive_int, default=3000, help="Simulated customers.")
+    parser.add_argument("--days", type=positive_int, default=120, help="Simulated days of history.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data", type=Path, default=Path("data"), help="Where simulated events go.")
     parser.add_argument("--repo", type=Path, default=Path("feature_repo"), help="The Feast repo.")
@@ -37,7 +39,9 @@ def step(title: str, argv: list[str], timings: list[tuple[str, float]]) -> None:
     """Run one real command, echoing it, failing the demo if it fails."""
     print(f"\n== {title}\n$ {shlex.join(argv)}", flush=True)
     started = time.monotonic()
-    subprocess.run(argv, check=True)
+    code = subprocess.run(argv, check=False).returncode
+    if code != 0:
+        raise UserError(f"step '{title}' failed (exit status {code}); its message is above", exit_code=1)
     timings.append((title, time.monotonic() - started))
 
 
@@ -89,6 +93,13 @@ def pick_customers(data: Path) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Before minutes of simulating and training, not when the server finally starts.
+    check(
+        feast_repo_problem(args.repo),
+        unwritable_dir(args.data, "--data"),
+        unwritable_dir(args.models, "--models"),
+        port_problem("127.0.0.1", args.port),
+    )
     timings: list[tuple[str, float]] = []
     nudge, feast = str(BIN / "nudge"), str(BIN / "feast")
     data = args.data

@@ -56,6 +56,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nudge.inputs import check, missing_input, parse_time, unwritable_file, user_errors
 from nudge.v1 import scoring_pb2 as pb
 from service.security import ClientSecurity, add_client_arguments, client_security
 from service.server_watch import ServerWatch, format_server
@@ -651,6 +652,7 @@ def load_ids(path: Path | None, parquet: Path | None) -> list[str]:
     A JSON file may be a list of ids or a ghz data file (objects with ``customer_id``);
     anything else is read as one id per line.
     """
+    check(missing_input(path, "--ids"), missing_input(parquet, "--ids-from"))
     if parquet is not None:
         import pyarrow.parquet as pq  # only this input needs pyarrow
 
@@ -671,12 +673,6 @@ def _read_id_file(path: Path) -> list[str]:
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of ids or of objects with customer_id")
     return [str(item["customer_id"]) if isinstance(item, dict) else str(item) for item in data]
-
-
-def parse_time(text: str) -> datetime:
-    """ISO-8601; a time without offset is UTC."""
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _score_messages(ids: Sequence[str], now: datetime | None) -> list[pb.ScoreRequest]:
@@ -923,10 +919,16 @@ def write_ghz_data(args: argparse.Namespace) -> int:
 
     Plain objects without template actions, so ghz parses them once and reuses them.
     """
-    ids = load_ids(args.ids, args.ids_from)
+    check(unwritable_file(args.out, "--out"))
+    with user_errors(ValueError, OSError):
+        ids = load_ids(args.ids, args.ids_from)
+        now = (
+            {"now": parse_time(args.now).astimezone(UTC).isoformat().replace("+00:00", "Z")}
+            if args.now
+            else {}
+        )
     if args.sample:
         ids = ids[:: max(1, len(ids) // args.sample)][: args.sample]
-    now = {"now": parse_time(args.now).astimezone(UTC).isoformat().replace("+00:00", "Z")} if args.now else {}
     rows: list[dict[str, Any]] = [{"customer_id": cid, **now} for cid in ids]
     if args.batch_size:
         size = args.batch_size
@@ -946,19 +948,16 @@ def run(args: argparse.Namespace) -> int:
         return bench_features.run(args)
     if args.mode == "ghz-data":
         return write_ghz_data(args)
-    try:
+    check(unwritable_file(args.out, "--out"))
+    with user_errors(ValueError, OSError):
         check_loopback(args.target)
         ids = load_ids(args.ids, args.ids_from)
         plan = plan_from_args(args, ids)
-    except (ValueError, OSError) as exc:
-        print(f"nudge bench: {exc}", file=sys.stderr)
-        return 2
-    try:
-        with _server_watch(args) as watch:
-            phases = run_processes(plan, args.client_procs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        print(f"nudge bench: {exc}", file=sys.stderr)
-        return 1
+    with (
+        user_errors(ConnectionError, RuntimeError, ValueError, exit_code=1),
+        _server_watch(args) as watch,
+    ):
+        phases = run_processes(plan, args.client_procs)
     report = build_report(plan, phases, _options(args, plan, len(ids)))
     report["server"] = None if watch is None else watch.report()
     if args.out:

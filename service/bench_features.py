@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from service.bench import load_ids, parse_time
+from nudge.inputs import check, feast_repo_problem, parse_time, user_errors
+from service.bench import load_ids
 
 SCHEMA = "nudge.bench.features/v1"
 SERVICES = ("propensity_v1", "send_time_v1")
@@ -145,19 +146,17 @@ def _sizes(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from feast import FeatureStore  # seconds to import: only this subcommand pays for it
-
-    from service.online_features import build_reader, feature_service_refs
-
-    try:
+    check(feast_repo_problem(args.repo, args.feature_store_yaml))
+    with user_errors(ValueError, OSError):
         sizes = _sizes(args.sizes)
         if not 1 <= args.repetitions <= 100_000:
             raise ValueError("--repetitions must be within 1..100000")
         ids = load_ids(args.ids, args.ids_from)
-    except (ValueError, OSError) as exc:
-        print(f"nudge bench features: {exc}", file=sys.stderr)
-        return 2
-    now = parse_time(args.now) if args.now else datetime.now(UTC)
+        now = parse_time(args.now) if args.now else datetime.now(UTC)
+    from feast import FeatureStore  # seconds to import: only once the input is good
+
+    from service.online_features import build_reader, feature_service_refs
+
     store = FeatureStore(repo_path=str(args.repo), fs_yaml_file=args.feature_store_yaml)
     refs = feature_service_refs(store, SERVICES)
     reader = build_reader(store, refs, fast=True, timeout_s=args.timeout_ms / 1000)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nudge.inputs import UserError, parse_time, user_errors
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
 from service.security import add_client_arguments, client_security
@@ -37,15 +37,11 @@ def _stamp(when: datetime) -> Timestamp:
     return ts
 
 
-def _parse_time(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 def build_requests(args: argparse.Namespace) -> list[pb.ScoreRequest]:
-    """One ScoreRequest per id with the shared options from the command line."""
+    """One ScoreRequest per id with the shared options from the command line (a ValueError
+    names the option it cannot use)."""
     options: dict[str, Any] = {}
-    now = _parse_time(args.now) if args.now else None
+    now = parse_time(args.now) if args.now else None
     if now is not None:
         options["now"] = _stamp(now)
     if args.window_hours is not None:
@@ -55,8 +51,10 @@ def build_requests(args: argparse.Namespace) -> list[pb.ScoreRequest]:
             datetime.fromtimestamp(start.timestamp() + args.window_hours * 3600, UTC)
         )
     if args.quiet:
-        start_hour, end_hour = (int(part) for part in args.quiet.split("-"))
-        options["quiet_hours"] = pb.QuietHours(start_hour=start_hour, end_hour=end_hour)
+        start, _, end = args.quiet.partition("-")
+        if not (start.strip().isdigit() and end.strip().isdigit()):
+            raise ValueError(f"--quiet: expected local hours START-END such as 22-7, got {args.quiet!r}")
+        options["quiet_hours"] = pb.QuietHours(start_hour=int(start), end_hour=int(end))
     return [pb.ScoreRequest(customer_id=cid, **options) for cid in args.customer_ids]
 
 
@@ -80,22 +78,19 @@ def format_table(response: pb.ScoreBatchResponse) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        security = client_security(args)
-    except ValueError as exc:
-        print(f"nudge score: {exc}", file=sys.stderr)
-        return 2
+    security = client_security(args)
+    with user_errors(ValueError):
+        requests = build_requests(args)
     with security.channel(args.target) as channel:
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
         try:
             response = stub.ScoreBatch(
-                pb.ScoreBatchRequest(requests=build_requests(args)),
+                pb.ScoreBatchRequest(requests=requests),
                 timeout=args.timeout,
                 metadata=security.metadata,
             )
-        except grpc.RpcError as exc:
-            print(f"nudge score: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
+        except grpc.RpcError as exc:  # unreachable, refused, timed out: one line, exit 1
+            raise UserError(f"{exc.code().name}: {exc.details()}", exit_code=1) from exc
     if args.json:
         print(json.dumps(json_format.MessageToDict(response), indent=2))
     else:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nudge.inputs import UserError, feast_repo_problem
+
 
 def _opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -83,6 +85,10 @@ class Settings:
         return f"{self.host}:{self.port}"
 
 
+class SettingsError(UserError, ValueError):
+    """Settings that cannot work (every problem in one message): the server does not start."""
+
+
 def _env_name(name: str) -> str:
     return "NUDGE_" + name.upper()
 
@@ -115,11 +121,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env = _env_name(f.name)
         convert = _converter(f)
         default = os.environ.get(env)
+        if default is not None:
+            try:
+                default = convert(default)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise SettingsError(f"{env}={default!r} in the environment: {exc}; fix or unset it") from exc
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             type=convert,
-            default=convert(default) if default is not None else f.default,
+            default=f.default if default is None else default,
             help=f"{f.metadata['help']} [env {env}; default: %(default)s]",
         )
 
@@ -134,7 +145,7 @@ def from_args(args: argparse.Namespace) -> Settings:
 
 def validate(settings: Settings) -> None:
     """Reject settings that cannot work, with a message naming the field."""
-    problems = []
+    problems = _location_problems(settings)
     if settings.store_unavailable not in ("cold_start", "fail"):
         problems.append("store_unavailable must be 'cold_start' or 'fail'")
     for name in ("quiet_start_hour", "quiet_end_hour"):
@@ -147,7 +158,22 @@ def validate(settings: Settings) -> None:
         problems.append("min_propensity must be within 0..1")
     problems += _operations_problems(settings)
     if problems:
-        raise ValueError("invalid settings: " + "; ".join(problems))
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+
+
+def _location_problems(settings: Settings) -> list[str]:
+    """The Feast repo and the models directory: checked before the server binds or imports Feast.
+
+    (Whether the ports can be listened on is checked by ``nudge serve`` itself: it binds.)"""
+    problems = []
+    repo = feast_repo_problem(settings.repo, settings.feature_store_yaml, ("repo", "feature_store_yaml"))
+    if repo:
+        problems.append(repo)
+    if not settings.models.is_dir():
+        problems.append(
+            f"models {settings.models}: no such directory; train first (nudge train --out {settings.models})"
+        )
+    return problems
 
 
 def _operations_problems(settings: Settings) -> list[str]:

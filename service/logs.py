@@ -12,6 +12,10 @@ or an id generated when a record is first logged within an RPC that did not send
 (generating ids nobody reads would be wasted work on every call). They are tracked with JSON
 logs or the access log (``--access-log``); ``metrics.RpcObserver`` binds the id to the RPC's
 asyncio task through a context variable, so any record logged while handling it carries it.
+
+Third-party noise is silenced by its exact origin, never wholesale: Feast's "Registry ... so
+refreshing" INFO lines (see ``configure``) and the DeprecationWarnings in ``KNOWN_WARNINGS``,
+which Feast's import makes visible in every process (see ``quiet_known_warnings``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
@@ -32,6 +37,19 @@ MAX_REQUEST_ID = 128
 # None: no request id tracking here. "": an RPC without one; generated when first logged.
 _request_id: ContextVar[str | None] = ContextVar("nudge_request_id", default=None)
 _access = logging.getLogger("nudge.access")
+
+# Feast logs these at INFO on every registry read made without its cache, which is the default
+# of get_feature_service/get_feature_view: four times per server start-up and again at every
+# model reload. Routine internals, nothing to act on; shown with --log-level debug.
+FEAST_REGISTRY_LOGGER = "feast.infra.registry.registry"
+FEAST_REFRESHING = ("Registry cache expired, so refreshing", "Registry file modified, so refreshing")
+
+# (message regex, module regex of the code that triggers it): DeprecationWarnings raised by one
+# third-party package calling another, which nobody running nudge can act on.
+KNOWN_WARNINGS: tuple[tuple[str, str], ...] = (
+    # skl2onnx puts a bool in an int attribute: the reason protobuf is pinned <7 (DEVELOPERS.md).
+    (r"Field onnx\.AttributeProto\.ints: Expected an int, got a boolean", r"onnx\.helper"),
+)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -103,6 +121,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class DropMessages(logging.Filter):
+    """Drops the records of one logger whose unformatted message is one of ``messages``."""
+
+    def __init__(self, messages: Iterable[str]) -> None:
+        super().__init__()
+        self.messages = frozenset(messages)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.messages
+
+
 class TextFormatter(logging.Formatter):
     """The classic one-line format, with ``[request id]`` when there is one."""
 
@@ -129,3 +158,21 @@ def configure(settings: Settings) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    registry = logging.getLogger(FEAST_REGISTRY_LOGGER)
+    for stale in [f for f in registry.filters if isinstance(f, DropMessages)]:
+        registry.removeFilter(stale)
+    if root.level > logging.DEBUG:
+        registry.addFilter(DropMessages(FEAST_REFRESHING))
+
+
+def quiet_known_warnings() -> None:
+    """Ignore the ``KNOWN_WARNINGS``, and nothing else.
+
+    Importing Feast runs ``warnings.simplefilter("once", DeprecationWarning)``, which goes
+    ahead of every earlier filter (``-W``/PYTHONWARNINGS included) and shows each deprecation
+    raised anywhere in the process. So Feast is imported first (already loaded wherever this
+    is called), then these filters go ahead of Feast's; Feast's own deprecations still show."""
+    import feast  # noqa: F401
+
+    for message, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=DeprecationWarning, module=module)

@@ -143,5 +143,7 @@ def latest_version_dir(models_dir: Path, name: str) -> Path:
     root = models_dir / name
     versions = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
     if not versions:
-        raise ManifestError(f"no versions of model '{name}' under {root}")
+        raise ManifestError(
+            f"no versions of model '{name}' under {root}; train them first (nudge train --out {models_dir})"
+        )
     return versions[-1]

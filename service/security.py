@@ -33,6 +33,7 @@ from typing import Any
 
 import grpc
 
+from nudge.inputs import UserError
 from nudge.v1 import scoring_pb2 as pb
 from service.config import Settings
 
@@ -53,7 +54,7 @@ AUTHORIZATION = "authorization"
 TOKEN_ENV = "NUDGE_TOKEN"
 
 
-class SecurityError(ValueError):
+class SecurityError(UserError, ValueError):
     """TLS or token configuration that cannot be used; the message says which file and why."""
 
 
@@ -62,22 +63,26 @@ class SecurityError(ValueError):
 
 def add_port(server: grpc.aio.Server, settings: Settings) -> str:
     """Bind ``settings.address`` with TLS, mutual TLS or plaintext; returns which, for the log."""
-    if settings.tls_cert is None or settings.tls_key is None:
-        # Settings validation allows this only with --plaintext chosen explicitly.
-        port = server.add_insecure_port(settings.address)
-        mode = "plaintext"
-        log.warning(
-            "serving PLAINTEXT on %s (--plaintext): anyone who can reach the port can read the traffic%s",
-            settings.address,
-            " (including bearer tokens)" if load_tokens(settings) else "",
-        )
-    else:
+    credentials = None  # plaintext: settings validation allows it only with --plaintext chosen
+    if settings.tls_cert is not None and settings.tls_key is not None:
         credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-        port = server.add_secure_port(settings.address, credentials)
-        mode = "mutual TLS" if settings.tls_client_ca is not None else "TLS"
-    if port == 0:
-        raise SecurityError(f"cannot listen on {settings.address}")
-    return mode
+    try:
+        if credentials is None:
+            server.add_insecure_port(settings.address)
+        else:
+            server.add_secure_port(settings.address, credentials)
+    except RuntimeError as exc:  # how grpcio reports a failed bind
+        raise SecurityError(
+            f"cannot listen on {settings.address} (in use by another process?); choose another --port"
+        ) from exc
+    if credentials is not None:
+        return "mutual TLS" if settings.tls_client_ca is not None else "TLS"
+    log.warning(
+        "serving PLAINTEXT on %s (--plaintext): anyone who can reach the port can read the traffic%s",
+        settings.address,
+        " (including bearer tokens)" if load_tokens(settings) else "",
+    )
+    return "plaintext"
 
 
 def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.ServerCredentials:
@@ -285,7 +290,7 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 def client_security(args: argparse.Namespace) -> ClientSecurity:
     """The ClientSecurity the ``add_client_arguments`` flags (and ``NUDGE_TOKEN``) describe."""
     if (args.tls_cert is None) != (args.tls_key is None):
-        raise ValueError("--tls-cert and --tls-key go together")
+        raise SecurityError("--tls-cert and --tls-key go together")
     read = {name: _read_pem(path, name) for name, path in _client_files(args) if path is not None}
     return ClientSecurity(
         ca=read.get("CA"),

@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from nudge.inputs import UserError, check, port_problem, user_errors
 from service import config, logs, security
 from service.core import CONTEXT_REFS, Scorer
 from service.grpc_api import ScoringServicer, add_scoring_service
@@ -41,6 +42,8 @@ from service.models import check_served, load_latest
 from service.reloader import ModelReloader
 
 if TYPE_CHECKING:
+    from multiprocessing.queues import SimpleQueue
+
     from feast import FeatureStore
 
     from service.metrics import Metrics
@@ -49,25 +52,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("nudge.server")
 
 
-class StartupError(RuntimeError):
-    """The server must not start; the message says why."""
+class StartupError(UserError):
+    """The server must not start; the message says why (``nudge serve`` prints it, exit 2)."""
 
 
 def open_store(settings: config.Settings) -> FeatureStore:
     """The Feast FeatureStore for the configured repo (imports feast: start-up only)."""
     from feast import FeatureStore
 
+    logs.quiet_known_warnings()
     yaml_path = settings.feature_store_yaml
     return FeatureStore(repo_path=str(settings.repo), fs_yaml_file=Path(yaml_path) if yaml_path else None)
 
 
 def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
-    """Everything done once: models loaded and checked, registry checked, read plan derived."""
+    """Everything done once: models loaded and checked, registry checked, read plan derived.
+
+    Models first: a models directory the server cannot use is refused before Feast's import."""
     from service.online_features import reader_for
 
-    store = open_store(settings)
     try:
         models = load_latest(settings.models)
+        store = open_store(settings)
         check_served(store, models, CONTEXT_REFS)
     except ManifestError as exc:
         raise StartupError(f"refusing to start: {exc}") from exc
@@ -198,35 +204,37 @@ def _collector_paused() -> Iterator[None]:
     gc.freeze()
 
 
-def serve_process(settings: config.Settings) -> int:
-    """One server process: serve until signalled; exit code 2 when it refuses to start.
+def serve_process(settings: config.Settings) -> None:
+    """One server process: serve until signalled; a UserError (exit 2) when it cannot start.
 
     Metrics: a lone process serves /metrics itself; a worker of several only records (into
     --metrics-dir files) and the parent serves the sum (see ``run_workers``)."""
     logs.configure(settings)
     metrics, exporter = None, None
     try:
-        if settings.metrics_port:
-            from service import metrics as metrics_module
+        with user_errors(OSError):  # a port or file the OS refuses, named by the message
+            if settings.metrics_port:
+                from service import metrics as metrics_module
 
-            if settings.workers == 1:
-                metrics = metrics_module.Metrics()
-                exporter = metrics_module.serve_single(settings, metrics)
-            else:  # a worker of run_workers: metrics_dir is the directory the parent serves
-                metrics = metrics_module.Metrics(multiprocess_dir=settings.metrics_dir)
-        asyncio.run(serve(settings, metrics))
-    except (StartupError, OSError) as exc:
-        log.error("%s", exc)
-        print(f"nudge serve: {exc}", file=sys.stderr)
-        return 2
+                if settings.workers == 1:
+                    metrics = metrics_module.Metrics()
+                    exporter = metrics_module.serve_single(settings, metrics)
+                else:  # a worker of run_workers: metrics_dir is the directory the parent serves
+                    metrics = metrics_module.Metrics(multiprocess_dir=settings.metrics_dir)
+            asyncio.run(serve(settings, metrics))
     finally:
         if exporter is not None:
             exporter.close()
-    return 0
 
 
-def _worker_main(settings: config.Settings) -> None:
-    sys.exit(serve_process(settings))
+def _worker_main(settings: config.Settings, refusals: SimpleQueue[tuple[str, int]]) -> None:
+    """A worker's refusal goes to the parent, which reports it once for all workers (they
+    would all refuse alike, each a moment apart)."""
+    try:
+        serve_process(settings)
+    except UserError as exc:
+        refusals.put((str(exc), exc.exit_code))
+        sys.exit(exc.exit_code)
 
 
 def run_workers(settings: config.Settings) -> int:
@@ -239,12 +247,9 @@ def run_workers(settings: config.Settings) -> int:
     if settings.metrics_port:
         from service import metrics as metrics_module
 
-        try:
+        with user_errors(OSError):
             directory, created = metrics_module.prepare_multiprocess_dir(settings)
             exporter = metrics_module.serve_multiprocess(settings, directory, owned=created)
-        except OSError as exc:
-            print(f"nudge serve: {exc}", file=sys.stderr)
-            return 2
         settings = dataclasses.replace(settings, metrics_dir=directory)
     try:
         return _run_workers(settings)
@@ -255,8 +260,9 @@ def run_workers(settings: config.Settings) -> int:
 
 def _run_workers(settings: config.Settings) -> int:
     ctx = multiprocessing.get_context("spawn")
+    refusals: SimpleQueue[tuple[str, int]] = ctx.SimpleQueue()
     workers = [
-        ctx.Process(target=_worker_main, args=(settings,), name=f"nudge-worker-{i}")
+        ctx.Process(target=_worker_main, args=(settings, refusals), name=f"nudge-worker-{i}")
         for i in range(settings.workers)
     ]
     stopping = False
@@ -283,6 +289,8 @@ def _run_workers(settings: config.Settings) -> int:
             if w.exitcode not in (None, 0) and not stopping:
                 code = w.exitcode or 1
                 forward(signal.SIGTERM, None)
+    if not refusals.empty():
+        raise UserError(*refusals.get())
     return code or max((w.exitcode or 0) for w in workers)
 
 
@@ -299,4 +307,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = config.from_args(args)
-    return serve_process(settings) if settings.workers == 1 else run_workers(settings)
+    check(
+        port_problem(settings.host, settings.port, "--port"),
+        port_problem(settings.metrics_host or settings.host, settings.metrics_port, "--metrics-port")
+        if settings.metrics_port
+        else None,
+    )
+    if settings.workers > 1:
+        return run_workers(settings)
+    serve_process(settings)
+    return 0

@@ -42,6 +42,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from nudge.inputs import missing_input
+
 EVENT_TYPES: tuple[str, ...] = (
     "purchase",
     "site_visit",
@@ -203,6 +205,17 @@ def load_event_data(
         drop_invalid=drop_invalid,
         names=(Path(events_path).name, Path(customers_path).name),
     )
+
+
+def missing_files(events_path: Path, customers_path: Path) -> list[str | None]:
+    """``--events`` and ``--customers`` that cannot be read: checked before the work that reads them."""
+    return [
+        missing_input(path, flag, f"check the path (nudge simulate --out DIR writes DIR/{name}.parquet)")
+        for path, flag, name in (
+            (events_path, "--events", "events"),
+            (customers_path, "--customers", "customers"),
+        )
+    ]
 
 
 def validate(

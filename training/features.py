@@ -48,12 +48,11 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 import time
-import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import duckdb
 import numpy as np
@@ -61,8 +60,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.policy import HOURS_PER_WEEK
-from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError, load_event_data, validate
+from nudge.contract.week import HOURS_PER_WEEK, local_hour_of_week
+from nudge.inputs import check, positive_int, unwritable_dir, user_errors
+from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, load_event_data, missing_files, validate
 
 DAY = 86_400  # seconds; all times below are integer Unix seconds
 BURST_GAP = 3_600  # engagements at most this far apart are one engagement
@@ -129,7 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=Path, required=True, help="events file (.parquet or .csv)")
     parser.add_argument("--customers", type=Path, required=True, help="customers file (.parquet or .csv)")
     parser.add_argument("--repo", type=Path, required=True, help="Feast repo; tables go to REPO/data/")
-    parser.add_argument("--cadence-days", type=int, default=7, help="days between snapshots (default 7)")
+    parser.add_argument(
+        "--cadence-days", type=positive_int, default=7, help="days between snapshots (default 7)"
+    )
     parser.add_argument(
         "--drop-invalid",
         action="store_true",
@@ -138,14 +140,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check(*missing_files(args.events, args.customers), unwritable_dir(args.repo / "data", "--repo"))
     started = time.perf_counter()
     step = _Steps()
     step.begin(f"reading {args.events} and {args.customers}")
-    try:
+    with user_errors(ValueError, exit_code=1):  # EventDataError, or a file that is not a table
         data = load_event_data(args.events, args.customers, drop_invalid=args.drop_invalid)
-    except (EventDataError, ValueError) as error:
-        print(f"nudge features: {error}", file=sys.stderr)
-        return 1
     step.end(f"{len(data.events):,} events, {len(data.customers):,} customers")
     step.begin(f"building features (snapshots every {args.cadence_days} days)")
     stats, histograms = build_feature_arrow(
@@ -372,7 +372,8 @@ class _Timeline:
                 "SELECT median(v) OVER (PARTITION BY c ORDER BY i ROWS UNBOUNDED PRECEDING) AS m"
                 " FROM history ORDER BY i"
             ).fetchnumpy()["m"]
-        return np.ma.filled(median.astype(np.float64), np.nan)
+        # A numpy masked array (nulls masked); duckdb's stubs also allow a pandas array.
+        return np.ma.filled(cast(np.ma.MaskedArray, median).astype(np.float64), np.nan)
 
     @classmethod
     def of(cls, events: pd.DataFrame, people: _Customers) -> _Timeline:
@@ -593,21 +594,3 @@ def engagements(events: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
             "slot": local_hour_of_week(found.t, zones),
         }
     )
-
-
-def local_hour_of_week(unix_seconds: np.ndarray, zones: np.ndarray) -> np.ndarray:
-    """Slot ``local weekday * 24 + local hour`` (Monday 00h = 0) of each time in its IANA zone.
-
-    Uses zoneinfo, the zone database the validation and the service use; one vectorised
-    conversion per distinct zone.
-    """
-    slots = np.empty(len(unix_seconds), np.int64)
-    codes, names = pd.factorize(zones)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-    for code, name in enumerate(names):
-        rows = order[bounds[code] : bounds[code + 1]]
-        utc = pd.DatetimeIndex(unix_seconds[rows].astype("datetime64[s]"), tz="UTC")
-        local = utc.tz_convert(zoneinfo.ZoneInfo(name))
-        slots[rows] = local.dayofweek * 24 + local.hour
-    return slots

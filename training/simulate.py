@@ -30,7 +30,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.policy import HOURS_PER_WEEK
+from nudge.contract.week import HOURS_PER_WEEK, hour_of_week
+from nudge.inputs import check, positive_int, unwritable_dir
 from training.events import EVENT_TYPES
 
 FloatArray = npt.NDArray[np.float64]
@@ -452,7 +453,7 @@ def _simulate_marketing(
         c = np.repeat(np.arange(n), rng.poisson(customers.send_rate[:, channel] / HOURS_PER_WEEK * span))
         sends = _Points(c, from_h[c] + rng.random(c.size) * span[c])
         parts.add(f"{name}_send", sends)
-        slot = (clock.local_hours(c, sends.hours) % HOURS_PER_WEEK).astype(np.int64)
+        slot = hour_of_week(clock.local_hours(c, sends.hours))
         chance = _response_probability(customers.response[c, channel], customers.hour_probs[c, slot])
         response = _later(sends.select(rng.random(c.size) < chance), rng, 10.0)
         responses = {("sms_click" if name == "sms" else f"{name}_open"): response}
@@ -1095,10 +1096,10 @@ def _truth_table(truth: pd.DataFrame) -> pa.Table:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--customers", type=_positive, default=20_000, help="number of customers (default 20000)"
+        "--customers", type=positive_int, default=20_000, help="number of customers (default 20000)"
     )
     parser.add_argument(
-        "--days", type=_positive, default=180, help="length of the simulated period (default 180)"
+        "--days", type=positive_int, default=180, help="length of the simulated period (default 180)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
     parser.add_argument("--out", type=Path, required=True, help="directory to write the parquet files into")
@@ -1117,12 +1118,6 @@ def default_start(days: int, today: datetime | None = None) -> datetime:
     return midnight - timedelta(days=days)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
-
-
 def _parse_day(text: str) -> datetime:
     try:
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
@@ -1131,6 +1126,7 @@ def _parse_day(text: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
+    check(unwritable_dir(args.out, "--out"))
     began = time.perf_counter()
 
     def say(line: str) -> None:

@@ -25,7 +25,6 @@ report also scores the oracle on the same holdout.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +34,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from nudge.inputs import (
+    UserError,
+    check,
+    feast_repo_problem,
+    missing_input,
+    positive_float,
+    positive_int,
+    unwritable_dir,
+    user_errors,
+)
 from service.policy import HOURS_PER_WEEK
 
 if TYPE_CHECKING:
@@ -76,13 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=Path, required=True, help="events file (.parquet or .csv)")
     parser.add_argument("--customers", type=Path, required=True, help="customers file (.parquet or .csv)")
     parser.add_argument(
-        "--horizon-days", type=int, default=14, help="propensity label horizon H (default 14)"
+        "--horizon-days", type=positive_int, default=14, help="propensity label horizon H (default 14)"
     )
     parser.add_argument("--truth", type=Path, help="simulator truth.parquet: adds oracle metrics")
     parser.add_argument("--seed", type=int, default=0, help="seed of subsampling and model fitting")
     parser.add_argument(
         "--sample-scale",
-        type=float,
+        type=positive_float,
         default=1.0,
         help="multiply every row cap (default 1.0; lower for quick runs, higher for more data)",
     )
@@ -95,9 +104,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.events import EventDataError
+    from training.events import missing_files
 
-    try:
+    check(
+        feast_repo_problem(args.repo),
+        *missing_files(args.events, args.customers),
+        missing_input(
+            args.truth, "--truth", "check the path (nudge simulate --out DIR writes DIR/truth.parquet)"
+        ),
+        unwritable_dir(args.out, "--out"),
+    )
+    with user_errors(ValueError, exit_code=1):  # EventDataError, or data the split cannot use
         result = train(
             repo=args.repo,
             models_dir=args.out,
@@ -109,9 +126,6 @@ def run(args: argparse.Namespace) -> int:
             limits=Limits().scaled(args.sample_scale),
             compare=args.compare_send_time,
         )
-    except (EventDataError, ValueError) as error:
-        print(f"nudge train: {error}", file=sys.stderr)
-        return 1
     from training.report import summary_table
 
     print()
@@ -238,9 +252,11 @@ def prepare(
     """Load the data and the store and fix the time split: what every model stage shares."""
     from feast import FeatureStore
 
+    from service.logs import quiet_known_warnings
     from training.events import load_event_data
     from training.split import make_split
 
+    quiet_known_warnings()  # ibis and skl2onnx deprecations, made visible by importing Feast
     clock = _Clock()
     data = load_event_data(events_path, customers_path)
     events, customers = data.events, data.customers
@@ -262,10 +278,20 @@ def snapshot_times(store: FeatureStore) -> list[pd.Timestamp]:
     Read from the source itself (not recomputed from a cadence) so the cutoffs are exactly
     the snapshots `nudge features` wrote, and each cutoff sees a fresh snapshot.
     """
-    source = store.get_feature_view(STATS_VIEW).batch_source
+    from feast.errors import FeatureViewNotFoundException
+
+    repo = store.repo_path
+    try:
+        source = store.get_feature_view(STATS_VIEW).batch_source
+    except FeatureViewNotFoundException as exc:  # the repo's definitions were never applied
+        raise UserError(f"--repo {repo}: {exc}; run `feast -c {repo} apply` first") from exc
     path = getattr(source, "path", None)
     if source is None or not path:
         raise ValueError(f"{STATS_VIEW}'s source is not a file source; cannot read its snapshot times")
+    if not Path(path).exists():
+        raise UserError(
+            f"--repo {repo}: no {path}; build the feature tables first (nudge features --repo {repo})"
+        )
     times = pd.read_parquet(path, columns=[source.timestamp_field])[source.timestamp_field]
     return [pd.Timestamp(t) for t in pd.to_datetime(times.drop_duplicates(), utc=True).sort_values()]
 
