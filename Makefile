@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy nudge service training tests loadtest
+	$(BIN)/lint-imports
 
 ## Regenerate nudge/v1 from proto/ (never edit the generated files by hand).
 proto: $(STAMP)

@@ -147,9 +147,9 @@ class _Probe:
 
 def measure(stack: dict[str, str], batch_size: int, repetitions: int) -> dict[str, dict[str, float]]:
     """Per call shape, each stage's median (µs) over ``repetitions`` calls (after a warm-up)."""
+    from nudge.client.bench import batch_requests, load_ids, score_requests
     from nudge.v1 import scoring_pb2 as pb
     from service import grpc_api
-    from service.bench import batch_requests, load_ids, score_requests
     from service.config import Settings
     from service.server import build_scorer
 

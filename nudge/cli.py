@@ -25,10 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("training.features", "Build the point-in-time feature tables Feast reads."),
     "train": ("training.train", "Train, evaluate and export both models from the Feast repo."),
     "serve": ("service.server", "Run the gRPC scoring server."),
-    "score": ("service.client", "Score customers against a running server."),
-    "bench": ("service.bench", "Load-test a server the way ghz does; compare feature paths."),
+    "score": ("nudge.client.score", "Score customers against a running server."),
+    "bench": ("nudge.client.bench", "Load-test a server the way ghz does; compare feature paths."),
     "demo": ("nudge.demo", "Simulate, build features, train, serve and score, end to end."),
 }
+
+
+# What `pip install nudge[train]` adds (pyproject): a server image has none of it.
+TRAINING_EXTRA = frozenset({"sklearn", "skl2onnx", "onnx", "scipy", "matplotlib", "threadpoolctl"})
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -57,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         top.parse_args(argv[:1] or ["--help"])
         return 2
     command, rest = argv[0], argv[1:]
-    module = load(command)
     try:
+        module = load(command)
         parser = argparse.ArgumentParser(
             prog=f"nudge {command}",
             description=module.__doc__,
@@ -70,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"nudge {command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAINING_EXTRA:
+            raise
+        print(
+            f"nudge {command}: needs the training extra ({exc.name}): pip install 'nudge[train]'",
+            file=sys.stderr,
+        )
+        return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         # A file the up-front checks could not foresee: one a command finds on its own, or one
         # removed meanwhile.

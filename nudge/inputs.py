@@ -166,3 +166,14 @@ def parse_time(text: str, name: str = "--now") -> datetime:
             f"{name}: expected an ISO-8601 time such as 2026-05-05T00:00:00Z, got {text!r}"
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def read_pem(path: Path, what: str) -> bytes:
+    """A PEM file's bytes (certificate, key or CA), or a UserError naming it and what is wrong."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc}") from exc
+    if b"-----BEGIN" not in data:
+        raise UserError(f"{what} {path} is not PEM (no -----BEGIN line)")
+    return data

@@ -25,10 +25,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nudge.contract.api import SCORING_SERVICE
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from service.core import InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
-from service.security import SCORING_SERVICE
+from service.scorer import InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
 
 log = logging.getLogger("nudge.grpc")
 

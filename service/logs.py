@@ -14,8 +14,8 @@ logs or the access log (``--access-log``); ``metrics.RpcObserver`` binds the id 
 asyncio task through a context variable, so any record logged while handling it carries it.
 
 Third-party noise is silenced by its exact origin, never wholesale: Feast's "Registry ... so
-refreshing" INFO lines (see ``configure``) and the DeprecationWarnings in ``KNOWN_WARNINGS``,
-which Feast's import makes visible in every process (see ``quiet_known_warnings``).
+refreshing" INFO lines (see ``configure``) here, known DeprecationWarnings in
+``nudge.third_party``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
@@ -44,12 +43,6 @@ _access = logging.getLogger("nudge.access")
 FEAST_REGISTRY_LOGGER = "feast.infra.registry.registry"
 FEAST_REFRESHING = ("Registry cache expired, so refreshing", "Registry file modified, so refreshing")
 
-# (message regex, module regex of the code that triggers it): DeprecationWarnings raised by one
-# third-party package calling another, which nobody running nudge can act on.
-KNOWN_WARNINGS: tuple[tuple[str, str], ...] = (
-    # skl2onnx puts a bool in an int attribute: the reason protobuf is pinned <7 (DEVELOPERS.md).
-    (r"Field onnx\.AttributeProto\.ints: Expected an int, got a boolean", r"onnx\.helper"),
-)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -163,16 +156,3 @@ def configure(settings: Settings) -> None:
         registry.removeFilter(stale)
     if root.level > logging.DEBUG:
         registry.addFilter(DropMessages(FEAST_REFRESHING))
-
-
-def quiet_known_warnings() -> None:
-    """Ignore the ``KNOWN_WARNINGS``, and nothing else.
-
-    Importing Feast runs ``warnings.simplefilter("once", DeprecationWarning)``, which goes
-    ahead of every earlier filter (``-W``/PYTHONWARNINGS included) and shows each deprecation
-    raised anywhere in the process. So Feast is imported first (already loaded wherever this
-    is called), then these filters go ahead of Feast's; Feast's own deprecations still show."""
-    import feast  # noqa: F401
-
-    for message, module in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=DeprecationWarning, module=module)

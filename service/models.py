@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import onnxruntime as ort
 
-from service.manifest import Manifest, ManifestError, latest_version_dir, load_model_dir
+from nudge.contract.manifest import Manifest, ManifestError, latest_version_dir, load_model_dir
+from nudge.contract.onnx import onnx_session
+from nudge.contract.week import HOURS_PER_WEEK
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 PROPENSITY = "propensity"
 SEND_TIME = "send_time"
-HOURS_OF_WEEK = 168
 _NAN = math.nan
 
 
@@ -90,16 +91,6 @@ class LoadedModel:
         """The model's probabilities output, [N, output_width]."""
         (out,) = self.session.run([self.manifest.output_name], {self.manifest.input_name: x})
         return np.asarray(out)
-
-
-def onnx_session(onnx_bytes: bytes) -> ort.InferenceSession:
-    """The session every model runs in (server and export parity check alike): one thread,
-    sequential — requests are tiny and parallelism comes from worker processes."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def load_model(version_dir: Path) -> LoadedModel:
@@ -172,7 +163,7 @@ def validate_pair(models: ModelSet) -> None:
     """Each model is in its slot and has the output the scoring core reads."""
     for slot, model, width in (
         (PROPENSITY, models.propensity, 2),
-        (SEND_TIME, models.send_time, HOURS_OF_WEEK),
+        (SEND_TIME, models.send_time, HOURS_PER_WEEK),
     ):
         if model.name != slot:
             raise ManifestError(f"model {model.name!r} {model.version} found where {slot!r} belongs")

@@ -19,9 +19,9 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from service.core import CONTEXT_REFS, Scorer
-from service.manifest import ManifestError, latest_version_dir
+from nudge.contract.manifest import ManifestError, latest_version_dir
 from service.models import PROPENSITY, SEND_TIME, ModelSet, check_served, load_model, validate_pair
+from service.scorer import CONTEXT_REFS, Scorer
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -83,15 +83,14 @@ class ModelReloader:
             self.metrics.model_reloads.labels(model, outcome).inc()
 
     def _swap(self, models: ModelSet) -> None:
-        from service.online_features import reader_for
+        from service.online.readers import reader_for
 
-        reader = self.scorer.reader
-        if not set(models.feature_refs) <= set(reader.feature_refs):
-            refs = list(dict.fromkeys([*models.feature_refs, *reader.feature_refs]))
-            self.scorer.reader = reader_for(self.store, refs, self.scorer.settings)
-            # Reads run on this (the event loop's) thread, so none is using the old one now.
-            reader.close()
-        self.scorer.models = models
+        current = self.scorer.reader.feature_refs
+        reader = None
+        if not set(models.feature_refs) <= set(current):
+            refs = list(dict.fromkeys([*models.feature_refs, *current]))
+            reader = reader_for(self.store, refs, self.scorer.settings)
+        self.scorer.swap(models, reader)
         if self.metrics is not None:
             self.metrics.set_models(models.versions)
         log.info("now serving models %s", models.versions)

@@ -16,33 +16,25 @@ Hostile bytes: grpcio answers a request its deserializer rejects with UNKNOWN. T
 service is registered here with deserializers that turn undecodable bytes (truncated, wrong
 wire types, invalid UTF-8) into INVALID_ARGUMENT naming the message type instead.
 
-Client side: ``nudge score`` and ``nudge bench`` take ``--tls-ca``/``--tls-cert``/``--tls-key``
-and ``--token`` (or ``NUDGE_TOKEN``) through :func:`add_client_arguments`.
+Client side: ``nudge.client.credentials``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 
-from nudge.inputs import UserError
-from nudge.v1 import scoring_pb2 as pb
+from nudge.contract.api import AUTHORIZATION, SCORING_SERVICE
+from nudge.inputs import UserError, read_pem
 from service.config import Settings
 
 log = logging.getLogger("nudge.security")
 
-SCORING_SERVICE = pb.DESCRIPTOR.services_by_name["ScoringService"].full_name  # nudge.v1.ScoringService
-SCORING_METHODS = tuple(
-    f"/{SCORING_SERVICE}/{m.name}" for m in pb.DESCRIPTOR.services_by_name["ScoringService"].methods
-)
 # Always reachable without a token: load balancers and probes check health; grpcurl and ghz
 # need reflection before they can call anything. Neither reveals customer data.
 OPEN_SERVICES = (
@@ -50,8 +42,6 @@ OPEN_SERVICES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-AUTHORIZATION = "authorization"
-TOKEN_ENV = "NUDGE_TOKEN"
 
 
 class SecurityError(UserError, ValueError):
@@ -88,24 +78,14 @@ def add_port(server: grpc.aio.Server, settings: Settings) -> str:
 def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.ServerCredentials:
     """TLS credentials from PEM files; with ``client_ca`` every client must present a
     certificate that CA signed (checked in the handshake, before any RPC)."""
-    chain, private_key = _read_pem(cert, "certificate"), _read_pem(key, "private key")
-    roots = _read_pem(client_ca, "client CA") if client_ca is not None else None
+    chain, private_key = read_pem(cert, "certificate"), read_pem(key, "private key")
+    roots = read_pem(client_ca, "client CA") if client_ca is not None else None
     try:
         return grpc.ssl_server_credentials(
             [(private_key, chain)], root_certificates=roots, require_client_auth=roots is not None
         )
     except Exception as exc:  # grpc raises plain errors for malformed PEM
         raise SecurityError(f"TLS credentials from {cert} and {key} are unusable: {exc}") from exc
-
-
-def _read_pem(path: Path, what: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise SecurityError(f"cannot read {what} {path}: {exc}") from exc
-    if b"-----BEGIN" not in data:
-        raise SecurityError(f"{what} {path} is not PEM (no -----BEGIN line)")
-    return data
 
 
 # --------------------------------------------------------------------------- bearer tokens
@@ -244,61 +224,3 @@ def auth_interceptor(settings: Settings) -> BearerTokenAuth | None:
         return None
     log.info("bearer-token auth on: %d token(s); health and reflection stay open", len(tokens))
     return BearerTokenAuth(tokens)
-
-
-# --------------------------------------------------------------------------- client side
-
-
-@dataclass(frozen=True)
-class ClientSecurity:
-    """How a client reaches a secured server; picklable, so load processes get a copy."""
-
-    ca: bytes | None = None
-    cert: bytes | None = None
-    key: bytes | None = None
-    token: str | None = None
-
-    @property
-    def tls(self) -> bool:
-        return self.ca is not None or self.cert is not None
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...] | None:
-        """Per-call metadata carrying the token (None without one)."""
-        return ((AUTHORIZATION, f"Bearer {self.token}"),) if self.token else None
-
-    def channel(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
-        """A blocking-stack channel: TLS when a CA or client certificate is set."""
-        if not self.tls:
-            return grpc.insecure_channel(target, options=list(options))
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
-        )
-        return grpc.secure_channel(target, credentials, options=list(options))
-
-
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("security (for a server started with TLS or tokens)")
-    group.add_argument("--tls-ca", type=Path, help="CA (PEM) that signed the server's certificate: use TLS.")
-    group.add_argument("--tls-cert", type=Path, help="Client certificate (PEM) for mutual TLS.")
-    group.add_argument("--tls-key", type=Path, help="Client private key (PEM) for --tls-cert.")
-    group.add_argument(
-        "--token", help=f"Bearer token (prefer the {TOKEN_ENV} environment variable: flags show in ps)."
-    )
-
-
-def client_security(args: argparse.Namespace) -> ClientSecurity:
-    """The ClientSecurity the ``add_client_arguments`` flags (and ``NUDGE_TOKEN``) describe."""
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise SecurityError("--tls-cert and --tls-key go together")
-    read = {name: _read_pem(path, name) for name, path in _client_files(args) if path is not None}
-    return ClientSecurity(
-        ca=read.get("CA"),
-        cert=read.get("certificate"),
-        key=read.get("private key"),
-        token=args.token or os.environ.get(TOKEN_ENV) or None,
-    )
-
-
-def _client_files(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
-    return [("CA", args.tls_ca), ("certificate", args.tls_cert), ("private key", args.tls_key)]

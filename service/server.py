@@ -33,13 +33,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from nudge.contract.api import SCORING_METHODS, SCORING_SERVICE
+from nudge.contract.manifest import ManifestError
 from nudge.inputs import UserError, check, port_problem, user_errors
+from nudge.third_party import quiet_known_warnings
 from service import config, logs, security
-from service.core import CONTEXT_REFS, Scorer
 from service.grpc_api import ScoringServicer, add_scoring_service
-from service.manifest import ManifestError
 from service.models import check_served, load_latest
 from service.reloader import ModelReloader
+from service.scorer import CONTEXT_REFS, Scorer
 
 if TYPE_CHECKING:
     from multiprocessing.queues import SimpleQueue
@@ -60,7 +62,7 @@ def open_store(settings: config.Settings) -> FeatureStore:
     """The Feast FeatureStore for the configured repo (imports feast: start-up only)."""
     from feast import FeatureStore
 
-    logs.quiet_known_warnings()
+    quiet_known_warnings()
     yaml_path = settings.feature_store_yaml
     return FeatureStore(repo_path=str(settings.repo), fs_yaml_file=Path(yaml_path) if yaml_path else None)
 
@@ -69,7 +71,7 @@ def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
     """Everything done once: models loaded and checked, registry checked, read plan derived.
 
     Models first: a models directory the server cannot use is refused before Feast's import."""
-    from service.online_features import reader_for
+    from service.online.readers import reader_for
 
     try:
         models = load_latest(settings.models)
@@ -101,7 +103,7 @@ def interceptors(
     if metrics is not None or request_ids:
         from service.metrics import RpcObserver
 
-        methods = [*security.SCORING_METHODS, "/grpc.health.v1.Health/Check"]
+        methods = [*SCORING_METHODS, "/grpc.health.v1.Health/Check"]
         chain.append(
             RpcObserver(metrics, access_log=settings.access_log, request_ids=request_ids, methods=methods)
         )
@@ -135,13 +137,13 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [
-            security.SCORING_SERVICE,
+            SCORING_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ],
         server,
     )
-    for name in ("", security.SCORING_SERVICE):
+    for name in ("", SCORING_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         transport = security.add_port(server, settings)
@@ -162,7 +164,7 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     if metrics is not None:
         metrics.set_models(scorer.models.versions)
     servicer.scorer = scorer
-    for name in ("", security.SCORING_SERVICE):
+    for name in ("", SCORING_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "SERVING on %s (%s) in %.2fs; models %s",

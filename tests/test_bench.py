@@ -21,9 +21,9 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nudge import cli
+from nudge.client import bench, bench_features
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from service import bench, bench_features
 from tests.conftest import ROOT, ServerProcess, Stack, free_port
 
 SLOW_S = 2.0

@@ -38,17 +38,13 @@ from feast.protos.feast.types.Value_pb2 import DoubleList, FloatList, Int32List,
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Array, Float32, String
 
-from service.online_features import (
-    CustomerFeatures,
-    FeastSdkReader,
-    FeatureStoreUnavailable,
-    OnlineFeatureReader,
-    RedisFeatureReader,
-    SqliteFeatureReader,
-    build_reader,
-    decode_value,
-    feature_service_refs,
-)
+from service.online.base import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
+from service.online.feast_sdk import FeastSdkReader
+from service.online.layout import feature_service_refs
+from service.online.readers import build_reader
+from service.online.redis_store import RedisFeatureReader
+from service.online.sqlite_store import SqliteFeatureReader
+from service.online.wire import decode_value
 from tests.conftest import FEATURE_REPO, RedisServer, copy_feature_repo, registry_file, start_redis
 
 FEAST = Path(sys.executable).with_name("feast")

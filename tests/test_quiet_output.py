@@ -25,7 +25,7 @@ import ibis, numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from skl2onnx import to_onnx
 if sys.argv[1] == "quiet":
-    from service.logs import quiet_known_warnings
+    from nudge.third_party import quiet_known_warnings
     quiet_known_warnings()
 con = ibis.duckdb.connect()
 con.raw_sql("create table t as select 1 as a")
@@ -63,7 +63,7 @@ def test_known_deprecations_are_silenced_and_nothing_else(tmp_path: Path) -> Non
     loud = python("-c", PROBE, "loud", cwd=tmp_path).stderr
     # The duckdb pin (pyproject) keeps ibis's call undeprecated, in Feast's own CLI too.
     assert IBIS_WARNING not in loud, loud
-    # If this fails, skl2onnx was fixed: drop its entry from logs.KNOWN_WARNINGS.
+    # If this fails, skl2onnx was fixed: drop its entry from nudge.third_party.KNOWN_WARNINGS.
     assert ONNX_WARNING in loud, "skl2onnx no longer puts a bool in an int attribute"
     quiet = python("-c", PROBE, "quiet", cwd=tmp_path).stderr
     assert IBIS_WARNING not in quiet and ONNX_WARNING not in quiet, quiet

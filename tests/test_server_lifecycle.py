@@ -16,7 +16,7 @@ import pytest
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
 from service import config
-from service.core import ScoreQuery, ScoreResult
+from service.scorer import ScoreQuery, ScoreResult
 from service.server import build_scorer
 from tests.conftest import RedisServer, ServerProcess, Stack, timestamp
 

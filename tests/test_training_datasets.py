@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from feast import FeatureStore
 
-from service.manifest import FeatureInput
+from nudge.contract.manifest import FeatureInput
 from tests.conftest import BIN, copy_feature_repo, run_cli, utc
 from training.datasets import training_frame
 from training.features import HISTOGRAMS_SCHEMA, STATS_FEATURES, STATS_SCHEMA

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from service.manifest import FeatureInput, ManifestError, load_model_dir
+from nudge.contract.manifest import FeatureInput, ManifestError, load_model_dir
 from service.models import load_model
 from training.evaluate import hit_at_k
 from training.export import ParityError, export_checked, write_model

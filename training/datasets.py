@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from service.manifest import FeatureInput
+from nudge.contract.manifest import FeatureInput
 
 if TYPE_CHECKING:
     from feast import FeatureStore

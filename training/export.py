@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.manifest import FeatureInput, Manifest, write_model_dir
+from nudge.contract.manifest import FeatureInput, Manifest, write_model_dir
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
@@ -63,7 +63,7 @@ def export_checked(model: Any, x_test: np.ndarray, name: str) -> Exported:
     scikit-learn is fed the same float32 values the server will send (upcast), so any
     difference is the graph's, not the input's.
     """
-    from service.models import onnx_session
+    from nudge.contract.onnx import onnx_session
 
     x32 = np.ascontiguousarray(x_test, dtype=np.float32)
     if not len(x32):

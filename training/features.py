@@ -38,8 +38,8 @@ Counts are of raw events (orders, opens, clicks: a rate can exceed 1 when a mess
 opened twice); recency, gaps and histograms use the collapsed engagements or trips.
 
 Engine: numpy over events sorted by (customer, time). "The customer's events before time x"
-is a binary search per (customer, snapshot) -- exactly the point-in-time lookup, measured
-~10x faster here than DuckDB's ASOF joins -- and window counts are differences of prefix
+is a binary search per (customer, snapshot) -- exactly the point-in-time lookup, and faster
+than DuckDB's ASOF joins (docs/benchmarks.md) -- and window counts are differences of prefix
 counts. DuckDB computes the one running median.
 """
 

@@ -31,7 +31,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from service.manifest import FeatureInput
+from nudge.contract.manifest import FeatureInput
 
 RECENCY = "customer_stats:days_since_last_purchase"
 FREQUENCY = "customer_stats:purchase_count_90d"

@@ -46,7 +46,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 
-from service.manifest import FeatureInput
+from nudge.contract.manifest import FeatureInput
 from training.labels import HOURS, SLOTS
 
 DAYS = SLOTS // HOURS

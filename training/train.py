@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from nudge.contract.features import PROPENSITY_SERVICE, SEND_TIME_SERVICE
+from nudge.contract.week import HOURS_PER_WEEK
 from nudge.inputs import (
     UserError,
     check,
@@ -44,20 +46,17 @@ from nudge.inputs import (
     unwritable_dir,
     user_errors,
 )
-from service.policy import HOURS_PER_WEEK
 
 if TYPE_CHECKING:
     from feast import FeatureStore
     from sklearn.calibration import CalibratedClassifierCV
 
-    from service.manifest import FeatureInput
+    from nudge.contract.manifest import FeatureInput
     from training.datasets import TrainingFrame
     from training.export import Exported
     from training.report import Plots
     from training.split import TimeSplit
 
-PROPENSITY_SERVICE = "propensity_v1"
-SEND_TIME_SERVICE = "send_time_v1"
 STATS_VIEW = "customer_stats"  # its snapshot times are the propensity cutoffs
 SEND_TIME_LATENCY_BUDGET_MS = 0.2
 PLOTTED_CUSTOMERS = 3
@@ -174,9 +173,9 @@ def train(
 ) -> TrainResult:
     """The whole run: data → training sets → models → evaluation → export → report.
 
-    Native thread pools (OpenMP in the trees, BLAS) run one thread: on this 2-core machine,
-    shared with a server or other jobs, OpenMP's spin-waiting made the tree fits up to 6x
-    slower with 2 threads than with 1 (measured 26 s vs 4.4 s under load).
+    Native thread pools (OpenMP in the trees, BLAS) run one thread: on a machine shared with a server or
+    other jobs, OpenMP's spin-waiting made the tree fits several times slower with 2 threads
+    than with 1 (docs/benchmarks.md, "Figures behind choices in the code").
     """
     from threadpoolctl import threadpool_limits
 
@@ -252,7 +251,7 @@ def prepare(
     """Load the data and the store and fix the time split: what every model stage shares."""
     from feast import FeatureStore
 
-    from service.logs import quiet_known_warnings
+    from nudge.third_party import quiet_known_warnings
     from training.events import load_event_data
     from training.split import make_split
 

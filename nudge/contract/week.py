@@ -10,7 +10,6 @@ import zoneinfo
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 HOURS_PER_WEEK = 168
 # Local hours are counted from Monday 1970-01-05 00:00: the Unix epoch (a Thursday) is at
@@ -28,7 +27,10 @@ def local_hour_of_week(unix_seconds: npt.NDArray[np.integer], zones: npt.ArrayLi
     """Slot of each UTC time (Unix seconds) in its customer's IANA zone, DST-correct.
 
     One vectorised conversion per distinct zone, with zoneinfo (the zone database the
-    validation and the service use)."""
+    validation and the service use). Pandas is imported here, not with the module: the
+    serving policy imports this module, and the server's parent process stays small."""
+    import pandas as pd
+
     slots = np.empty(len(unix_seconds), np.int64)
     codes, names = pd.factorize(np.asarray(zones))
     order = np.argsort(codes, kind="stable")

@@ -56,10 +56,11 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from nudge.inputs import check, missing_input, parse_time, unwritable_file, user_errors
+from nudge.client.credentials import ClientSecurity, add_client_arguments, client_security
+from nudge.client.ids import load_ids
+from nudge.client.server_watch import ServerWatch, format_server
+from nudge.inputs import check, parse_time, unwritable_file, user_errors
 from nudge.v1 import scoring_pb2 as pb
-from service.security import ClientSecurity, add_client_arguments, client_security
-from service.server_watch import ServerWatch, format_server
 
 SCHEMA = "nudge.bench/v1"
 BASELINE = "Check"
@@ -69,7 +70,6 @@ METHOD_PATHS = {
     BASELINE: "/grpc.health.v1.Health/Check",
 }
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
-DEFAULT_IDS = Path(__file__).resolve().parent.parent / "loadtest" / "customers.json"
 DEFAULT_TOTAL = 5000
 # Bounds that keep a typo from turning into an hour of load on a shared machine.
 MAX_DURATION_S = 3600.0
@@ -252,8 +252,7 @@ def _send_loop(
     as latency and as send lag instead of silently lowering the load.
 
     Why blocking calls in threads: grpcio's sync stack waits in C without the GIL and has no
-    event loop between a response and the next send. On this 2-core machine it cost the
-    least client CPU per call and gave the lowest latency with 1-4 calls in flight per
+    event loop between a response and the next send. It cost the least client CPU per call and gave the lowest latency with 1-4 calls in flight per
     process, against grpc.aio (one channel, many tasks) and chained futures; more load is
     spread over processes (loadtest/README.md has the numbers).
     """
@@ -643,38 +642,6 @@ def _format_summary(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- inputs
-
-
-def load_ids(path: Path | None, parquet: Path | None) -> list[str]:
-    """Customer ids from a parquet file's customer_id column, or a JSON/plain-text id file.
-
-    A JSON file may be a list of ids or a ghz data file (objects with ``customer_id``);
-    anything else is read as one id per line.
-    """
-    check(missing_input(path, "--ids"), missing_input(parquet, "--ids-from"))
-    if parquet is not None:
-        import pyarrow.parquet as pq  # only this input needs pyarrow
-
-        ids = [str(v) for v in pq.read_table(parquet, columns=["customer_id"]).column(0).to_pylist()]
-    else:
-        ids = _read_id_file(path or DEFAULT_IDS)
-    if not ids:
-        raise ValueError("no customer ids to send")
-    return ids
-
-
-def _read_id_file(path: Path) -> list[str]:
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of ids or of objects with customer_id")
-    return [str(item["customer_id"]) if isinstance(item, dict) else str(item) for item in data]
-
-
 def _score_messages(ids: Sequence[str], now: datetime | None) -> list[pb.ScoreRequest]:
     """One ScoreRequest per id, at most MAX_DISTINCT_REQUESTS (they are cycled through)."""
     stamp = None
@@ -795,7 +762,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print the JSON report instead of text.")
     parser.add_argument("--out", type=Path, help="Also write the JSON report to this file.")
     sub = parser.add_subparsers(dest="mode", metavar="{features,ghz-data}")
-    from service import bench_features
+    from nudge.client import bench_features
 
     features = sub.add_parser(
         "features",
@@ -943,7 +910,7 @@ def write_ghz_data(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.mode == "features":
-        from service import bench_features
+        from nudge.client import bench_features
 
         return bench_features.run(args)
     if args.mode == "ghz-data":

@@ -20,7 +20,7 @@ import numpy as np
 
 from service.config import Settings
 from service.models import ModelSet
-from service.online_features import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
+from service.online.base import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
 from service.policy import PlanQuery, PolicyConfig, PolicyInputError, SendPlan, plan_send_batch
 
 TIME_ZONE_REF = "customer_stats:time_zone"
@@ -98,8 +98,8 @@ class _Resolved:
 class Scorer:
     """Scores queries with a feature reader and a model set chosen at start-up.
 
-    ``models`` may be replaced (hot swap) by assigning a new ModelSet; a call reads the
-    attribute once, so calls in flight finish on the models they started with.
+    ``swap`` replaces them (hot swap); a call reads each attribute once, so calls in flight
+    finish on the models they started with.
     """
 
     def __init__(self, reader: OnlineFeatureReader, models: ModelSet, settings: Settings) -> None:
@@ -117,6 +117,15 @@ class Scorer:
         quiet = (settings.quiet_start_hour, settings.quiet_end_hour)
         self._default_quiet = quiet if quiet[0] != quiet[1] else None
         self.instrument()
+
+    def swap(self, models: ModelSet, reader: OnlineFeatureReader | None = None) -> None:
+        """Serve ``models`` from the next call on, and ``reader`` too when given (new models
+        may need features the current reader does not read); the replaced reader is closed.
+        Runs on the event loop's thread, which is also where reads run: none is using it."""
+        if reader is not None and reader is not self.reader:
+            replaced, self.reader = self.reader, reader
+            replaced.close()
+        self.models = models
 
     # --- observability hook: metrics and tracing wrap the two stages once, here ---------------
     def instrument(self, *probes: ScoreProbe) -> None:

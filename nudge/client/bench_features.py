@@ -6,7 +6,7 @@
 
 Both paths read the union of the feature services propensity_v1 and send_time_v1 for the same
 customers: Feast's ``store.get_online_features(features=..., entity_rows=...).to_dict()``, and
-nudge's reader from ``service.online_features.build_reader(store, refs, fast=True)``. Each
+nudge's reader from ``service.online.readers.build_reader(store, refs, fast=True)``. Each
 repetition times both, in alternating order, for 1 customer and for 100, so drift on a shared
 machine weighs on both alike; the report gives medians (and p90) and the speed-up
 (Feast median / nudge median). ``--now`` must fall inside the data's time range: nudge treats
@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nudge.client.ids import load_ids
+from nudge.contract.features import SERVICES
 from nudge.inputs import check, feast_repo_problem, parse_time, user_errors
-from service.bench import load_ids
 
 SCHEMA = "nudge.bench.features/v1"
-SERVICES = ("propensity_v1", "send_time_v1")
 WARMUP = 5
 
 Read = Callable[[list[str]], object]
@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
         now = parse_time(args.now) if args.now else datetime.now(UTC)
     from feast import FeatureStore  # seconds to import: only once the input is good
 
-    from service.online_features import build_reader, feature_service_refs
+    from service.online.layout import feature_service_refs
+    from service.online.readers import build_reader
 
     store = FeatureStore(repo_path=str(args.repo), fs_yaml_file=args.feature_store_yaml)
     refs = feature_service_refs(store, SERVICES)

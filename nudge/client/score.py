@@ -14,10 +14,10 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nudge.client.credentials import add_client_arguments, client_security
 from nudge.inputs import UserError, parse_time, user_errors
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from service.security import add_client_arguments, client_security
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

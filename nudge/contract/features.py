@@ -1,0 +1,7 @@
+"""The feature services each model reads (defined in feature_repo/definitions.py): training
+asks Feast for them to build training sets and records them in the manifest; serving and the
+feature-path bench read them online."""
+
+PROPENSITY_SERVICE = "propensity_v1"
+SEND_TIME_SERVICE = "send_time_v1"
+SERVICES = (PROPENSITY_SERVICE, SEND_TIME_SERVICE)
