@@ -1,7 +1,7 @@
 """Generate the Python gRPC code in ``nudge/v1`` from ``proto/`` (``make proto``).
 
 The generated files are committed so the installed package imports without a build step;
-``tests/test_proto_sync.py`` regenerates them into a temporary folder and fails if the
+``tests/unit/test_proto_sync.py`` regenerates them into a temporary folder and fails if the
 committed copies differ from the proto.
 """
 

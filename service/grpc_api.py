@@ -48,7 +48,7 @@ _STATUS = {
 }
 
 
-# Hostile-input guard (tests/test_hostile_input.py): times outside the range the policy plans
+# Hostile-input guard (tests/integration/test_hostile_input.py): times outside the range the policy plans
 # in (and beyond it, outside what datetime holds) must be INVALID_ARGUMENT, not INTERNAL.
 _EARLIEST_S = 0  # 1970-01-01T00:00:00Z
 _LATEST_S = 4102444800  # 2100-01-01T00:00:00Z

@@ -1,112 +1,29 @@
-"""Shared fixtures: real services started per test session, never mocks.
+"""Shared fixtures: real services started once per test session, never mocks.
 
 ``redis_server`` starts its own ``redis-server`` on a free port and stops it by PID, so tests
-never depend on, or disturb, a Redis someone else runs. A missing binary fails loudly.
+never depend on, or disturb, a Redis someone else runs. A missing binary fails loudly. The
+helpers behind them are in ``tests/support``.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import grpc
 import pandas as pd
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
-ROOT = Path(__file__).resolve().parent.parent
-FEATURE_REPO = ROOT / "feature_repo"
-
-
-def utc(text: str) -> pd.Timestamp:
-    """A UTC pandas timestamp from ISO text: the hand-built cases' times."""
-    return pd.Timestamp(text, tz="UTC")
-
-
-def timestamp(when: datetime) -> Timestamp:
-    """``when`` as the protobuf Timestamp a request carries."""
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    """A redis-server this test session owns."""
-
-    host: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        """Stop it by PID (SIGTERM, then SIGKILL)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_redis(port: int | None = None, data_dir: Path | None = None) -> RedisServer:
-    """Start a throw-away redis-server on a free port; fail loudly if it cannot start.
-
-    With ``data_dir`` it keeps an RDB snapshot there (written by SAVE, loaded at start), so a
-    test can kill it and bring the same data back."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed; the Redis tests need it (apt-get install redis-server)")
-    port = port or free_port()
-    persistence = ["--dir", str(data_dir), "--dbfilename", "dump.rdb"] if data_dir else []
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            *persistence,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return RedisServer("127.0.0.1", port, proc)
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"redis-server did not start on port {port}")
+from tests.support.stack import (
+    BIN,
+    RedisServer,
+    ServerProcess,
+    Stack,
+    copy_feature_repo,
+    materialize,
+    run_cli,
+    stack_data,
+    start_redis,
+)
 
 
 @pytest.fixture(scope="session")
@@ -116,99 +33,7 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-def copy_feature_repo(dest: Path, redis_address: str | None = None) -> Path:
-    """Copy feature_repo's definitions and yaml (no data) into dest; point it at Redis if asked.
-
-    With ``redis_address`` the copy's ``feature_store.yaml`` is the production (Redis) variant
-    with the connection string filled in, so Feast's CLI and SDK use it unchanged.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / "data").mkdir(exist_ok=True)
-    shutil.copy(FEATURE_REPO / "definitions.py", dest / "definitions.py")
-    if redis_address is None:
-        shutil.copy(FEATURE_REPO / "feature_store.yaml", dest / "feature_store.yaml")
-    else:
-        text = (FEATURE_REPO / "feature_store.redis.yaml").read_text()
-        (dest / "feature_store.yaml").write_text(text.replace("${NUDGE_REDIS}", redis_address))
-    return dest
-
-
-def registry_file(repo: Path) -> Path:
-    """The registry file a copied repo's ``feature_store.yaml`` names (each variant has its own)."""
-    import yaml
-
-    return repo / yaml.safe_load((repo / "feature_store.yaml").read_text())["registry"]
-
-
 # --- the whole stack, built once per test session through the real commands -------------------
-
-BIN = Path(sys.executable).parent
-
-
-def run_cli(*argv: str, cwd: Path | None = None) -> str:
-    """Run a real command (nudge or feast from this venv); fail the test with its output."""
-    result = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, check=False)
-    if result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(argv)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result.stdout
-
-
-@dataclass(frozen=True)
-class Stack:
-    """Simulated data, a Feast repo applied and materialised, and trained models."""
-
-    data: Path
-    repo: Path
-    models: Path
-    as_of: datetime
-
-    @property
-    def events(self) -> Path:
-        return self.data / "events.parquet"
-
-    @property
-    def customers(self) -> Path:
-        return self.data / "customers.parquet"
-
-
-def materialize(repo: Path) -> None:
-    """`feast apply` then `feast materialize-incremental <now>`, as README tells users."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    run_cli(str(BIN / "feast"), "-c", str(repo), "apply")
-    run_cli(str(BIN / "feast"), "-c", str(repo), "materialize-incremental", now)
-
-
-# The stack's draw: 800 customers over 120 days ending at `end` (seed 11).
-STACK_CUSTOMERS, STACK_DAYS, STACK_SEED = 800, 120, 11
-# A customer the stack always has, whatever the draw: signed up, no events at all.
-SIGNED_UP_ONLY = "signed-up-no-events"
-
-
-def stack_data(out: Path, end: datetime | None = None) -> None:
-    """Simulate the stack's events into ``out`` (ending at ``end``, default today's 00:00 UTC)
-    and add the customers the tests need explicitly, since a draw may or may not contain them.
-
-    Whether a simulated customer has no events depends on the dates drawn, so the one without
-    history is added here: signed up three days before the end, in a zone with DST."""
-    argv = [str(BIN / "nudge"), "simulate", "--customers", str(STACK_CUSTOMERS), "--days", str(STACK_DAYS)]
-    argv += ["--seed", str(STACK_SEED), "--out", str(out)]
-    if end is not None:
-        argv += ["--start", f"{end - timedelta(days=STACK_DAYS):%Y-%m-%d}"]
-    run_cli(*argv)
-    customers = pd.read_parquet(out / "customers.parquet")
-    last_event = pd.read_parquet(out / "events.parquet", columns=["event_timestamp"])["event_timestamp"].max()
-    silent = pd.DataFrame(
-        {
-            "customer_id": [SIGNED_UP_ONLY],
-            "time_zone": ["Europe/Berlin"],
-            "signup_timestamp": [last_event.floor("D") - pd.Timedelta(days=3)],
-        }
-    )
-    pd.concat([customers, silent.astype(customers.dtypes.to_dict())], ignore_index=True).to_parquet(
-        out / "customers.parquet", index=False
-    )
 
 
 @pytest.fixture(scope="session")
@@ -218,7 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     The simulated history ends at today's 00:00 UTC (the simulator's default: the server's
     own clock then sees fresh features), and ``as_of`` is the newest snapshot: the first
     midnight after the last event. What the tests need from the draw is added explicitly
-    (``stack_data``), and tests/test_stack_dates.py checks it holds for any end date."""
+    (``stack_data``), and tests/unit/test_stack_dates.py checks it holds for any end date."""
     root = tmp_path_factory.mktemp("stack")
     data, models = root / "data", root / "models"
     repo = copy_feature_repo(root / "repo")
@@ -252,93 +77,6 @@ def redis_stack(stack: Stack, redis_server: RedisServer, tmp_path_factory: pytes
         shutil.copy(table, repo / "data" / table.name)
     materialize(repo)
     return Stack(stack.data, repo, stack.models, stack.as_of)
-
-
-class ServerProcess:
-    """`nudge serve` in a subprocess on a free port, stopped with SIGTERM on exit.
-
-    Output goes to a file (an access log never fills a pipe); readiness means health says
-    SERVING *and* every worker has logged it (health answers as soon as the first one does);
-    ``credentials`` make the readiness check and ``channel()`` speak TLS."""
-
-    def __init__(
-        self,
-        stack: Stack,
-        *extra: str,
-        workers: int = 1,
-        env: dict[str, str] | None = None,
-        log_path: Path | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-    ) -> None:
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.workers = workers
-        self.argv = [str(BIN / "nudge"), "serve", "--repo", str(stack.repo), "--models", str(stack.models)]
-        self.argv += ["--port", str(self.port), "--workers", str(workers), *extra]
-        if "--tls-cert" not in extra:
-            self.argv += ["--plaintext", "true"]  # the server refuses plaintext unless chosen
-        self.env = {**os.environ, **(env or {})}
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="nudge-serve-", suffix=".log")[1])
-        self.credentials = credentials
-        self.process: subprocess.Popen[str] | None = None
-
-    def channel(self, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
-        """A new channel (its own connection) to this server."""
-        creds = credentials if credentials is not None else self.credentials
-        options = [("grpc.use_local_subchannel_pool", 1)]
-        if creds is None:
-            return grpc.insecure_channel(self.target, options=options)
-        return grpc.secure_channel(self.target, creds, options=options)
-
-    def start(self, timeout: float = 90.0) -> ServerProcess:
-        with self.log_path.open("w") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=self.env
-            )
-        self.wait_serving(timeout)
-        return self
-
-    def wait_serving(self, timeout: float) -> None:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        with self.channel() as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    pytest.fail(f"server exited {self.process.returncode}:\n{self.log()}")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
-                    if serving and self.log().count("SERVING on") >= self.workers:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"server not SERVING within {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        """Everything the server has written so far (stdout and stderr)."""
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @pytest.fixture(scope="session")

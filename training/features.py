@@ -72,7 +72,7 @@ HIST_HALF_LIFE_DAYS = 60.0
 
 STATS_TABLE = "customer_stats"
 HISTOGRAMS_TABLE = "customer_time_histograms"
-# Feature columns, in the order of feature_repo/definitions.py (tests/test_feast_repo.py checks).
+# Feature columns, in the order of feature_repo/definitions.py (tests/integration/test_feast_repo.py checks).
 STATS_FEATURES: tuple[str, ...] = (
     "tenure_days",
     "purchase_count_7d",

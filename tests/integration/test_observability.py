@@ -17,8 +17,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import ServerProcess, Stack, free_port, timestamp
-from tests.ops import delta, matching, scrape, value
+from tests.support.ops import delta, matching, scrape, value
+from tests.support.stack import ServerProcess, Stack, free_port, timestamp
 
 SCORE = "nudge.v1.ScoringService/Score"
 BATCH = "nudge.v1.ScoringService/ScoreBatch"

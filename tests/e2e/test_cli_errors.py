@@ -23,7 +23,7 @@ import pytest
 from nudge import cli
 from service.config import Settings
 from service.security import SecurityError, add_port
-from tests.conftest import BIN, FEATURE_REPO, free_port
+from tests.support.stack import BIN, FEATURE_REPO, free_port
 
 
 @dataclass(frozen=True)

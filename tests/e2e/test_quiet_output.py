@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import BIN, ServerProcess, Stack
+from tests.support.stack import BIN, ServerProcess, Stack
 
 IBIS_WARNING = "fetch_arrow_table() is deprecated"
 ONNX_WARNING = "Expected an int, got a boolean"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from service.models import load_latest
-from tests.conftest import BIN, Stack, copy_feature_repo, run_cli
+from tests.support.stack import BIN, Stack, copy_feature_repo, run_cli
 from training.train import Limits, TrainResult, train
 
 REPORT_KEYS = {

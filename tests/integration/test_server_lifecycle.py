@@ -18,7 +18,7 @@ from nudge.v1 import scoring_pb2_grpc
 from service import config
 from service.scorer import ScoreQuery, ScoreResult
 from service.server import build_scorer
-from tests.conftest import RedisServer, ServerProcess, Stack, timestamp
+from tests.support.stack import RedisServer, ServerProcess, Stack, timestamp
 
 
 def customers(stack: Stack, n: int) -> list[str]:

@@ -23,7 +23,7 @@ import redis
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import RedisServer, ServerProcess, Stack, copy_feature_repo, materialize, start_redis
+from tests.support.stack import RedisServer, ServerProcess, Stack, copy_feature_repo, materialize, start_redis
 
 DEADLINE_S = 1.0
 

@@ -45,7 +45,7 @@ from service.online.readers import build_reader
 from service.online.redis_store import RedisFeatureReader
 from service.online.sqlite_store import SqliteFeatureReader
 from service.online.wire import decode_value
-from tests.conftest import FEATURE_REPO, RedisServer, copy_feature_repo, registry_file, start_redis
+from tests.support.stack import FEATURE_REPO, RedisServer, copy_feature_repo, registry_file, start_redis
 
 FEAST = Path(sys.executable).with_name("feast")
 STATS, HISTS = "customer_stats", "customer_time_histograms"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tests.conftest import utc
+from tests.support.stack import utc
 from training.events import validate
 from training.labels import propensity_rows, send_time_rows
 

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import BIN, SIGNED_UP_ONLY, ServerProcess, Stack, timestamp
+from tests.support.stack import BIN, SIGNED_UP_ONLY, ServerProcess, Stack, timestamp
 
 UNKNOWN = "nobody-at-all"
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import ServerProcess, Stack
+from tests.support.stack import ServerProcess, Stack
 
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)

@@ -25,7 +25,7 @@ from feast import Entity, FeatureService, FeatureStore, FeatureView
 from feast.data_source import DataSource
 
 from nudge.cli import main
-from tests.conftest import RedisServer, copy_feature_repo
+from tests.support.stack import RedisServer, copy_feature_repo
 from training.features import HISTOGRAMS_TABLE, STATS_TABLE
 
 FEAST = Path(sys.executable).with_name("feast")

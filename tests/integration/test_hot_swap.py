@@ -18,8 +18,8 @@ import pytest
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import ServerProcess, Stack, free_port
-from tests.ops import scrape, value
+from tests.support.ops import scrape, value
+from tests.support.stack import ServerProcess, Stack, free_port
 
 
 def new_version(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import BIN, FEATURE_REPO, ROOT, Stack, start_redis
+from tests.support.stack import BIN, FEATURE_REPO, ROOT, Stack, start_redis
 
 STEPS = re.compile(
     r"^(?:export NUDGE_REDIS=.*|feast -c feature_repo -f feature_repo/feature_store\.redis\.yaml .*)$"

@@ -24,7 +24,7 @@ from nudge import cli
 from nudge.client import bench, bench_features
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.conftest import ROOT, ServerProcess, Stack, free_port
+from tests.support.stack import ROOT, ServerProcess, Stack, free_port
 
 SLOW_S = 2.0
 DEADLINE_S = 0.3  # far above a normal call even on a busy machine, far below SLOW_S

@@ -12,7 +12,7 @@ import pytest
 from feast import FeatureStore
 
 from nudge.contract.manifest import FeatureInput
-from tests.conftest import BIN, copy_feature_repo, run_cli, utc
+from tests.support.stack import BIN, copy_feature_repo, run_cli, utc
 from training.datasets import training_frame
 from training.features import HISTOGRAMS_SCHEMA, STATS_FEATURES, STATS_SCHEMA
 

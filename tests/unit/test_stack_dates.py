@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import SIGNED_UP_ONLY, stack_data
+from tests.support.stack import SIGNED_UP_ONLY, stack_data
 from training.events import load_event_data
 from training.features import build_feature_arrow
 

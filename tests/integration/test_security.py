@@ -18,8 +18,8 @@ from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
 from service import config
 from service.security import BearerTokenAuth, SecurityError, Token, parse_token_file
-from tests.conftest import BIN, ServerProcess, Stack, free_port
-from tests.ops import Pki, delta, make_pki, matching, scrape
+from tests.support.ops import Pki, delta, make_pki, matching, scrape
+from tests.support.stack import BIN, ServerProcess, Stack, free_port
 
 TOKENS = ("tok-campaigns-7f3a", "tok-dashboard-19c2")
 SCORE_ONLY = "tok-score-only-55e1"

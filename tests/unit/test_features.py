@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nudge.cli import main
-from tests.conftest import utc
+from tests.support.stack import utc
 from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError
 from training.features import (
     HISTOGRAM_FEATURES,

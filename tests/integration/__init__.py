@@ -1,0 +1,1 @@
+"""Tests through real parts: Feast, Redis, onnxruntime, a real server on a real port."""

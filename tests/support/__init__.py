@@ -1,0 +1,2 @@
+"""Helpers the tests share: the real stack (``stack``), fakes for in-process tests (``fakes``),
+certificates and metrics scraping (``ops``)."""

@@ -1,0 +1,1 @@
+"""In-process tests: no services, milliseconds to seconds."""
