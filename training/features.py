@@ -61,8 +61,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nudge.contract.week import HOURS_PER_WEEK, local_hour_of_week
-from nudge.inputs import check, positive_int, unwritable_dir, user_errors
+from nudge.inputs import UserError, check, positive_int, unwritable_dir, user_errors
 from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, load_event_data, missing_files, validate
+from training.feature_tables import TIMESTAMP, FeatureTables, feature_tables
 
 DAY = 86_400  # seconds; all times below are integer Unix seconds
 BURST_GAP = 3_600  # engagements at most this far apart are one engagement
@@ -72,56 +73,6 @@ HIST_HALF_LIFE_DAYS = 60.0
 
 STATS_TABLE = "customer_stats"
 HISTOGRAMS_TABLE = "customer_time_histograms"
-# Feature columns, in the order of feature_repo/definitions.py (tests/integration/test_feast_repo.py checks).
-STATS_FEATURES: tuple[str, ...] = (
-    "tenure_days",
-    "purchase_count_7d",
-    "purchase_count_30d",
-    "purchase_count_90d",
-    "purchase_count_total",
-    "days_since_last_purchase",
-    "amount_total_90d",
-    "amount_avg",
-    "gap_mean_days",
-    "gap_std_days",
-    "cycle_ratio",
-    "site_visit_count_7d",
-    "site_visit_count_30d",
-    "cart_add_count_30d",
-    "days_since_last_engagement",
-    "sends_30d",
-    "email_open_rate_90d",
-    "email_click_rate_90d",
-    "sms_click_rate_90d",
-    "push_open_rate_90d",
-    "decide_time_hours",
-    "engagement_count_decayed",
-)
-HISTOGRAM_FEATURES: tuple[str, ...] = (
-    "hist_hour_of_week",
-    "hist_hour_of_day",
-    "hist_day_of_week",
-    "hist_event_count",
-)
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-_HISTOGRAM = pa.list_(pa.float32())
-STATS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("event_timestamp", _TIMESTAMP),
-        *((name, pa.float32()) for name in STATS_FEATURES),
-        ("time_zone", pa.string()),
-    ]
-)
-HISTOGRAMS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("event_timestamp", _TIMESTAMP),
-        *((name, _HISTOGRAM) for name in HISTOGRAM_FEATURES[:3]),
-        ("hist_event_count", pa.float32()),
-    ]
-)
-
 Progress = Callable[[str], None]
 
 
@@ -147,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
     with user_errors(ValueError, exit_code=1):  # EventDataError, or a file that is not a table
         data = load_event_data(args.events, args.customers, drop_invalid=args.drop_invalid)
     step.end(f"{len(data.events):,} events, {len(data.customers):,} customers")
+    tables = repo_tables(args.repo)
     step.begin(f"building features (snapshots every {args.cadence_days} days)")
     stats, histograms = build_feature_arrow(
-        data.events, data.customers, args.cadence_days, progress=lambda text: print(f"      {text}")
+        data.events, data.customers, tables, args.cadence_days, progress=lambda text: print(f"      {text}")
     )
     step.end(f"{stats.num_rows:,} {STATS_TABLE} rows, {histograms.num_rows:,} {HISTOGRAMS_TABLE} rows")
     for name, table in ((STATS_TABLE, stats), (HISTOGRAMS_TABLE, histograms)):
@@ -185,21 +137,27 @@ def write_table(table: pa.Table, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def repo_tables(repo: Path) -> FeatureTables:
+    """The columns of the two tables, as the Feast repo's views declare them."""
+    return feature_tables(repo, STATS_TABLE, HISTOGRAMS_TABLE)
+
+
 def build_feature_tables(
-    events: pd.DataFrame, customers: pd.DataFrame, cadence_days: int = 7
+    events: pd.DataFrame, customers: pd.DataFrame, tables: FeatureTables, cadence_days: int = 7
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(customer_stats, customer_time_histograms)`` as DataFrames; the inputs are validated first.
 
     Histogram cells hold float32 numpy arrays. Raises ``EventDataError`` on invalid input.
     """
     data = validate(events, customers)
-    stats, histograms = build_feature_arrow(data.events, data.customers, cadence_days)
+    stats, histograms = build_feature_arrow(data.events, data.customers, tables, cadence_days)
     return stats.to_pandas(), histograms.to_pandas()
 
 
 def build_feature_arrow(
     events: pd.DataFrame,
     customers: pd.DataFrame,
+    tables: FeatureTables,
     cadence_days: int = 7,
     *,
     progress: Progress | None = None,
@@ -216,13 +174,13 @@ def build_feature_arrow(
         + (f", {_iso(snapshots[0])} .. {_iso(snapshots[-1])}" if len(snapshots) else "")
     )
     if not len(snapshots):
-        return STATS_SCHEMA.empty_table(), HISTOGRAMS_SCHEMA.empty_table()
+        return tables.stats.empty_table(), tables.histograms.empty_table()
     grid = _Grid.of(people, history, snapshots)
     report(f"{len(grid.cust):,} customer snapshots")
     engagements = history.engagements()
-    stats = _stats_table(people, history, engagements, grid)
+    stats = _stats_table(tables.stats, people, history, engagements, grid)
     report("customer stats done")
-    histograms = _histograms_table(people, engagements, snapshots, report)
+    histograms = _histograms_table(tables.histograms, people, engagements, snapshots, report)
     return stats, histograms
 
 
@@ -406,18 +364,37 @@ class _Grid:
         return cls(cust, snapshots[np.arange(len(cust)) - offsets], first_seen[cust])
 
 
-def _stats_table(people: _Customers, history: _Timeline, engagements: _Timeline, grid: _Grid) -> pa.Table:
+def _stats_table(
+    schema: pa.Schema, people: _Customers, history: _Timeline, engagements: _Timeline, grid: _Grid
+) -> pa.Table:
     features = {"tenure_days": (grid.s - grid.since) / DAY}
     features |= _purchase_features(history, grid)
     features |= _engagement_features(engagements, grid, reference=int(grid.s.max()))
     features |= _channel_features(history, grid)
-    columns = [
-        people.ids.take(grid.cust),
-        _timestamps(grid.s),
-        *(pa.array(features[name].astype(np.float32), from_pandas=True) for name in STATS_FEATURES),
-        people.zones.take(grid.cust),
-    ]
-    return pa.Table.from_arrays(columns, schema=STATS_SCHEMA)
+    computed = {name: _float32(values) for name, values in features.items()}
+    computed["time_zone"] = people.zones.take(grid.cust)
+    keys = [people.ids.take(grid.cust), _timestamps(grid.s)]
+    return pa.Table.from_arrays(_columns(schema, keys, computed), schema=schema)
+
+
+def _float32(values: np.ndarray) -> Callable[[], pa.Array]:
+    """A float32 column made only if the view asks for it (NaN: null)."""
+    return lambda: pa.array(values.astype(np.float32), from_pandas=True)
+
+
+def _columns(
+    schema: pa.Schema, keys: list[pa.Array], computed: dict[str, pa.Array | Callable[[], pa.Array]]
+) -> list[pa.Array]:
+    """The keys, then each feature the view declares, in its order; a feature the pipeline
+    does not compute is the user's to fix (a definition without a computation)."""
+    names = FeatureTables.features(schema)
+    unknown = [name for name in names if name not in computed]
+    if unknown:
+        raise UserError(
+            f"feature_repo defines {', '.join(unknown)}, which nudge features does not compute: "
+            "add the computation to training/features.py, or remove the field from the view"
+        )
+    return [*keys, *(c() if callable(c) else c for c in (computed[name] for name in names))]
 
 
 def _purchase_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:
@@ -516,12 +493,12 @@ def _channel_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:
 
 
 def _histograms_table(
-    people: _Customers, engagements: _Timeline, snapshots: np.ndarray, report: Progress
+    schema: pa.Schema, people: _Customers, engagements: _Timeline, snapshots: np.ndarray, report: Progress
 ) -> pa.Table:
     """Scan the snapshots in order, adding each period's engagements to per-customer decayed
     totals and emitting the customers whose totals changed: exact running sums per customer."""
     if not len(engagements.t):
-        return HISTOGRAMS_SCHEMA.empty_table()
+        return schema.empty_table()
     zone_names = people.zones.to_numpy(zero_copy_only=False)
     slots = local_hour_of_week(engagements.t, zone_names[engagements.cust])
     weights = np.exp2((engagements.t - snapshots[-1]) / (HIST_HALF_LIFE_DAYS * DAY))
@@ -540,13 +517,15 @@ def _histograms_table(
             np.add.at(counts, owner[new], 1)
             changed = np.unique(owner[new])
             ids = people.ids.take(owners[changed])
-            batches.append(_histogram_batch(ids, int(snapshot), totals[changed], counts[changed]))
+            batches.append(_histogram_batch(schema, ids, int(snapshot), totals[changed], counts[changed]))
         if (index + 1) % max(1, len(snapshots) // 4) == 0:
             report(f"histograms: {index + 1}/{len(snapshots)} snapshots")
-    return pa.Table.from_batches(batches, schema=HISTOGRAMS_SCHEMA)
+    return pa.Table.from_batches(batches, schema=schema)
 
 
-def _histogram_batch(ids: pa.Array, snapshot: int, totals: np.ndarray, counts: np.ndarray) -> pa.RecordBatch:
+def _histogram_batch(
+    schema: pa.Schema, ids: pa.Array, snapshot: int, totals: np.ndarray, counts: np.ndarray
+) -> pa.RecordBatch:
     """Normalised float32 histograms from the given customers' decayed totals (a copy: it is
     normalised in place, which saves a pass over the largest array)."""
     scale = 1.0 / totals.sum(axis=1, keepdims=True)
@@ -554,15 +533,14 @@ def _histogram_batch(ids: pa.Array, snapshot: int, totals: np.ndarray, counts: n
     hour_of_day = (day_hour.sum(axis=1) * scale).astype(np.float32)
     day_of_week = (day_hour.sum(axis=2) * scale).astype(np.float32)
     week = np.multiply(totals, scale, out=totals).astype(np.float32)
-    arrays = [
-        ids,
-        _timestamps(np.full(len(ids), snapshot)),
-        _lists(week),
-        _lists(hour_of_day),
-        _lists(day_of_week),
-        pa.array(counts.astype(np.float32)),
-    ]
-    return pa.RecordBatch.from_arrays(arrays, schema=HISTOGRAMS_SCHEMA)
+    computed = {
+        "hist_hour_of_week": _lists(week),
+        "hist_hour_of_day": _lists(hour_of_day),
+        "hist_day_of_week": _lists(day_of_week),
+        "hist_event_count": pa.array(counts.astype(np.float32)),
+    }
+    keys = [ids, _timestamps(np.full(len(ids), snapshot))]
+    return pa.RecordBatch.from_arrays(_columns(schema, keys, computed), schema=schema)
 
 
 def _lists(matrix: np.ndarray) -> pa.ListArray:
@@ -573,7 +551,7 @@ def _lists(matrix: np.ndarray) -> pa.ListArray:
 
 
 def _timestamps(seconds: np.ndarray) -> pa.Array:
-    return pa.array(seconds.astype(np.int64) * 1_000_000, pa.int64()).cast(_TIMESTAMP)
+    return pa.array(seconds.astype(np.int64) * 1_000_000, pa.int64()).cast(TIMESTAMP)
 
 
 def engagements(events: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:

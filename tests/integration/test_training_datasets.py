@@ -12,9 +12,13 @@ import pytest
 from feast import FeatureStore
 
 from nudge.contract.manifest import FeatureInput
-from tests.support.stack import BIN, copy_feature_repo, run_cli, utc
+from tests.support.stack import BIN, FEATURE_REPO, copy_feature_repo, run_cli, utc
 from training.datasets import training_frame
-from training.features import HISTOGRAMS_SCHEMA, STATS_FEATURES, STATS_SCHEMA
+from training.feature_tables import FeatureTables
+from training.features import repo_tables
+
+TABLES = repo_tables(FEATURE_REPO)
+STATS_FEATURES = [name for name in FeatureTables.features(TABLES.stats) if name != "time_zone"]
 
 
 def stats_row(customer: str, at: str, purchases: float) -> dict[str, object]:
@@ -46,9 +50,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
         stats_row("old", "2025-01-01", 7.0),  # older than the view's 30-day TTL by March
     ]
     hists = [hist_row("a", "2025-03-03", 10, 2.0), hist_row("a", "2025-03-17", 20, 3.0)]
-    pq.write_table(pa.Table.from_pylist(stats, schema=STATS_SCHEMA), repo / "data" / "customer_stats.parquet")
+    pq.write_table(pa.Table.from_pylist(stats, schema=TABLES.stats), repo / "data" / "customer_stats.parquet")
     pq.write_table(
-        pa.Table.from_pylist(hists, schema=HISTOGRAMS_SCHEMA),
+        pa.Table.from_pylist(hists, schema=TABLES.histograms),
         repo / "data" / "customer_time_histograms.parquet",
     )
     run_cli(str(BIN / "feast"), "-c", str(repo), "apply")

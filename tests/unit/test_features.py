@@ -15,17 +15,24 @@ import pyarrow.parquet as pq
 import pytest
 
 from nudge.cli import main
-from tests.support.stack import utc
+from tests.support.stack import FEATURE_REPO, copy_feature_repo, utc
+from training import features
 from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError
-from training.features import (
-    HISTOGRAM_FEATURES,
-    STATS_FEATURES,
-    build_feature_tables,
-    local_hour_of_week,
-    snapshot_times,
-)
+from training.feature_tables import FeatureTables
+from training.features import local_hour_of_week, repo_tables, snapshot_times
 
 DAY = 86_400
+# The columns come from the Feast repo's views, the only feature list.
+TABLES = repo_tables(FEATURE_REPO)
+STATS_FEATURES = tuple(name for name in FeatureTables.features(TABLES.stats) if name != "time_zone")
+HISTOGRAM_FEATURES = FeatureTables.features(TABLES.histograms)
+
+
+def build_feature_tables(
+    events: pd.DataFrame, customers: pd.DataFrame, cadence_days: int = 7
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pipeline's tables for the repo's views."""
+    return features.build_feature_tables(events, customers, TABLES, cadence_days)
 
 
 def events_frame(*rows: tuple[str, str, str, float | None]) -> pd.DataFrame:
@@ -350,7 +357,7 @@ def test_cli_writes_the_tables_the_repo_reads(tmp_path: Path, capsys: pytest.Cap
         "--customers",
         str(tmp_path / "customers.csv"),
     ]
-    assert main([*argv, "--repo", str(tmp_path / "repo")]) == 0
+    assert main([*argv, "--repo", str(copy_feature_repo(tmp_path / "repo"))]) == 0
     printed = capsys.readouterr().out
     assert "7 customer_stats rows, 5 customer_time_histograms rows" in printed
     expected_stats, expected_histograms = build_feature_tables(RHYTHM_EVENTS, RHYTHM_CUSTOMERS)
@@ -367,13 +374,49 @@ def test_cli_refuses_invalid_data_unless_asked_to_drop(
     bad.to_parquet(tmp_path / "events.parquet")
     RHYTHM_CUSTOMERS.to_parquet(tmp_path / "customers.parquet")
     argv = ["features", "--events", str(tmp_path / "events.parquet")]
-    argv += ["--customers", str(tmp_path / "customers.parquet"), "--repo", str(tmp_path)]
+    repo = copy_feature_repo(tmp_path / "repo")
+    argv += ["--customers", str(tmp_path / "customers.parquet"), "--repo", str(repo)]
     assert main(argv) == 1
     assert "unknown event_type: 1 row (values: 'teleport' x1)" in capsys.readouterr().err
-    assert not (tmp_path / "data").exists()
+    assert not list((repo / "data").iterdir())
     assert main([*argv, "--drop-invalid"]) == 0
     assert "dropped 1 of 16 rows: unknown event_type: 1" in capsys.readouterr().err
-    assert (tmp_path / "data" / "customer_stats.parquet").exists()
+    assert (repo / "data" / "customer_stats.parquet").exists()
+
+
+def edited_repo(root: Path, old: str, new: str) -> Path:
+    """A copy of the feature repo with one edit to its definitions, as an ML engineer makes it."""
+    repo = copy_feature_repo(root)
+    definitions = (repo / "definitions.py").read_text()
+    assert old in definitions
+    (repo / "definitions.py").write_text(definitions.replace(old, new))
+    return repo
+
+
+def test_the_columns_are_the_views_fields(tmp_path: Path) -> None:
+    """The feature list lives only in feature_repo: a field removed there is not written."""
+    repo = edited_repo(tmp_path, 'Field(name="purchase_count_7d", dtype=Float32),', "")
+    stats, _ = features.build_feature_tables(RHYTHM_EVENTS, RHYTHM_CUSTOMERS, repo_tables(repo))
+    assert "purchase_count_7d" not in stats.columns
+    assert list(stats.columns) == [name for name in TABLES.stats.names if name != "purchase_count_7d"]
+
+
+def test_a_field_without_a_computation_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = edited_repo(
+        tmp_path / "repo",
+        'Field(name="purchase_count_7d", dtype=Float32),',
+        'Field(name="purchase_count_7d", dtype=Float32), Field(name="purchase_count_365d", dtype=Float32),',
+    )
+    RHYTHM_EVENTS.to_parquet(tmp_path / "events.parquet")
+    RHYTHM_CUSTOMERS.to_parquet(tmp_path / "customers.parquet")
+    argv = ["features", "--events", str(tmp_path / "events.parquet")]
+    argv += ["--customers", str(tmp_path / "customers.parquet"), "--repo", str(repo)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "purchase_count_365d, which nudge features does not compute" in error
+    assert len(error.strip().splitlines()) == 1
 
 
 # --- helpers: random histories and the oracle ------------------------------------------------

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.stack import SIGNED_UP_ONLY, stack_data
+from tests.support.stack import FEATURE_REPO, SIGNED_UP_ONLY, stack_data
 from training.events import load_event_data
-from training.features import build_feature_arrow
+from training.features import build_feature_arrow, repo_tables
 
 END_DATES = [
     "2026-01-01",
@@ -34,7 +34,9 @@ def test_stack_preconditions_hold_on_any_end_date(end: str, tmp_path: Path) -> N
     ended = datetime.fromisoformat(end).replace(tzinfo=UTC)
     stack_data(tmp_path, ended)
     data = load_event_data(tmp_path / "events.parquet", tmp_path / "customers.parquet")
-    stats, histograms = (t.to_pandas() for t in build_feature_arrow(data.events, data.customers))
+    stats, histograms = (
+        t.to_pandas() for t in build_feature_arrow(data.events, data.customers, repo_tables(FEATURE_REPO))
+    )
     newest = stats["event_timestamp"].max()
     assert newest == pd.Timestamp(ended), "the newest snapshot is the end of the history (the stack's as_of)"
 
