@@ -79,7 +79,12 @@ Progress = Callable[[str], None]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=Path, required=True, help="events file (.parquet or .csv)")
     parser.add_argument("--customers", type=Path, required=True, help="customers file (.parquet or .csv)")
-    parser.add_argument("--repo", type=Path, required=True, help="Feast repo; tables go to REPO/data/")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        required=True,
+        help="Feast repo: its feature views name the columns; tables go to REPO/data/",
+    )
     parser.add_argument(
         "--cadence-days", type=positive_int, default=7, help="days between snapshots (default 7)"
     )
