@@ -79,7 +79,12 @@ def make_split(
     test = usable[len(usable) - n_test :]
     train = [t for t in usable if test and t + horizon <= test[0]]
     selection = train[len(train) - max(1, round(len(train) * SELECTION_SHARE)) :]
-    if not train or not any(t + horizon <= selection[0] for t in train):
+    if selection and selection[0] + horizon >= test[0]:
+        # Scored selection engagements are [selection[0], test[0] - H): with short data the
+        # share above can leave that empty; start it at the last cutoff before its end.
+        before = [t for t in train if t + horizon < test[0]]
+        selection = train[train.index(before[-1]) :] if before else []
+    if not selection or not any(t + horizon <= selection[0] for t in train):
         days = (data_end - data_start) / pd.Timedelta(days=1)
         raise ValueError(
             f"{days:.0f} days of data with {len(usable)} usable snapshots cannot hold training, selection "
