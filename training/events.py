@@ -42,24 +42,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+# The vocabulary lives in the contract (the live feature state shares it); re-exported here as
+# part of this module's data contract.
+from nudge.contract.events import ENGAGEMENT_TYPES as ENGAGEMENT_TYPES
+from nudge.contract.events import EVENT_TYPES as EVENT_TYPES
 from nudge.inputs import missing_input
-
-EVENT_TYPES: tuple[str, ...] = (
-    "purchase",
-    "site_visit",
-    "cart_add",
-    "email_send",
-    "email_open",
-    "email_click",
-    "sms_send",
-    "sms_click",
-    "push_send",
-    "push_open",
-)
-# Customer-initiated events; marketing sends are things done *to* the customer.
-ENGAGEMENT_TYPES: frozenset[str] = frozenset(
-    {"purchase", "site_visit", "cart_add", "email_open", "email_click", "sms_click", "push_open"}
-)
 
 EVENT_COLUMNS = ("customer_id", "event_timestamp", "event_type", "amount")
 CUSTOMER_COLUMNS = ("customer_id", "time_zone", "signup_timestamp")

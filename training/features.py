@@ -12,6 +12,11 @@ materialise up to it) to the first one after the earliest event. A row's event_t
 its snapshot time, and a snapshot is computed only from events strictly before it: an event
 exactly at a snapshot counts from the next one.
 
+The same definitions are evaluated live, event by event, by ``nudge.contract.live_state``
+(which holds the constants below: burst gap, decide window, half-lives); ``features_at``
+computes them at any (customer, instant) pairs, and tests/unit/test_live_state.py checks that
+both evaluations agree.
+
 Definitions (all features float32; null where undefined, never a stand-in zero):
   engagement      a customer-initiated event (purchase, site_visit, cart_add, email_open,
                   email_click, sms_click, push_open). Bursts collapse: an engagement less than
@@ -33,6 +38,13 @@ Definitions (all features float32; null where undefined, never a stand-in zero):
                   common decay, so a histogram changes only with a new engagement: rows are
                   written only then (the view has a long TTL); hist_event_count counts the
                   engagements behind it.
+
+Any instant: ``features_at`` computes both tables' features at explicit (customer, instant)
+pairs with the same engine and the same definitions (a customer appears at the earlier of
+signup and their first event before the instant; tenure is null before that, histograms are
+null before the first engagement). nudge.contract.live_state evaluates the same definitions
+from a per-customer state updated event by event; tests/unit/test_live_state.py checks that
+the two agree.
 
 Counts are of raw events (orders, opens, clicks: a rate can exceed 1 when a message is
 opened twice); recency, gaps and histograms use the collapsed engagements or trips.
@@ -56,20 +68,17 @@ from typing import cast
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nudge.contract.events import ENGAGEMENT_TYPES, EVENT_TYPES
+from nudge.contract.live_state import BURST_GAP, COUNT_HALF_LIFE, DAY, DECIDE_WINDOW, HIST_HALF_LIFE
 from nudge.contract.week import HOURS_PER_WEEK, local_hour_of_week
 from nudge.inputs import UserError, check, positive_int, unwritable_dir, user_errors
-from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, load_event_data, missing_files, validate
+from training.events import load_event_data, missing_files, validate
 from training.feature_tables import TIMESTAMP, FeatureTables, feature_tables
-
-DAY = 86_400  # seconds; all times below are integer Unix seconds
-BURST_GAP = 3_600  # engagements at most this far apart are one engagement
-DECIDE_WINDOW = 48 * 3_600
-COUNT_HALF_LIFE_DAYS = 30.0
-HIST_HALF_LIFE_DAYS = 60.0
 
 STATS_TABLE = "customer_stats"
 HISTOGRAMS_TABLE = "customer_time_histograms"
@@ -349,7 +358,8 @@ class _Timeline:
 
 @dataclass(frozen=True)
 class _Grid:
-    """The (customer, snapshot) pairs of customer_stats, ordered by customer then time."""
+    """(customer, instant) pairs: the snapshots of customer_stats ordered by customer then
+    time, or explicit pairs in the caller's order."""
 
     cust: np.ndarray
     s: np.ndarray
@@ -368,11 +378,20 @@ class _Grid:
         offsets = np.repeat(np.cumsum(rows) - rows - begin, rows)
         return cls(cust, snapshots[np.arange(len(cust)) - offsets], first_seen[cust])
 
+    @classmethod
+    def pairs(cls, people: _Customers, history: _Timeline, cust: np.ndarray, s: np.ndarray) -> _Grid:
+        """Explicit pairs; ``since`` is point-in-time: the earlier of signup and the customer's
+        first event before the instant (``_NEVER`` when neither exists)."""
+        start, at = history.start(cust), history.before(cust, s)
+        first_event = history.last(history.t, np.minimum(at, start + 1), start, empty=_NEVER)
+        return cls(cust, s, np.minimum(people.signup[cust], first_event))
+
 
 def _stats_table(
     schema: pa.Schema, people: _Customers, history: _Timeline, engagements: _Timeline, grid: _Grid
 ) -> pa.Table:
-    features = {"tenure_days": (grid.s - grid.since) / DAY}
+    appeared = grid.since < grid.s  # always, at snapshots; not so at an explicit instant
+    features = {"tenure_days": np.where(appeared, (grid.s - grid.since) / DAY, np.nan)}
     features |= _purchase_features(history, grid)
     features |= _engagement_features(engagements, grid, reference=int(grid.s.max()))
     features |= _channel_features(history, grid)
@@ -462,7 +481,7 @@ def _engagement_features(engagements: _Timeline, grid: _Grid, reference: int) ->
     """Recency and decayed count; weights are relative to ``reference`` (the last snapshot) so
     they stay <= 1 and the per-customer running sums never overflow."""
     at, start = engagements.before(grid.cust, grid.s), engagements.start(grid.cust)
-    half_life = COUNT_HALF_LIFE_DAYS * DAY
+    half_life = COUNT_HALF_LIFE
     weights = np.exp2((engagements.t - reference) / half_life)
     weight_sum = engagements.last(engagements.running_sum(weights), at, start, empty=0.0)
     return {
@@ -506,7 +525,7 @@ def _histograms_table(
         return schema.empty_table()
     zone_names = people.zones.to_numpy(zero_copy_only=False)
     slots = local_hour_of_week(engagements.t, zone_names[engagements.cust])
-    weights = np.exp2((engagements.t - snapshots[-1]) / (HIST_HALF_LIFE_DAYS * DAY))
+    weights = np.exp2((engagements.t - snapshots[-1]) / HIST_HALF_LIFE)
     period = np.searchsorted(snapshots, engagements.t, side="right")  # the first snapshot after it
     firsts = _group_starts(engagements.cust)
     owners, owner = engagements.cust[firsts], np.cumsum(firsts) - 1
@@ -522,14 +541,16 @@ def _histograms_table(
             np.add.at(counts, owner[new], 1)
             changed = np.unique(owner[new])
             ids = people.ids.take(owners[changed])
-            batches.append(_histogram_batch(schema, ids, int(snapshot), totals[changed], counts[changed]))
+            batches.append(
+                _histogram_batch(schema, ids, np.full(len(ids), snapshot), totals[changed], counts[changed])
+            )
         if (index + 1) % max(1, len(snapshots) // 4) == 0:
             report(f"histograms: {index + 1}/{len(snapshots)} snapshots")
     return pa.Table.from_batches(batches, schema=schema)
 
 
 def _histogram_batch(
-    schema: pa.Schema, ids: pa.Array, snapshot: int, totals: np.ndarray, counts: np.ndarray
+    schema: pa.Schema, ids: pa.Array, times: np.ndarray, totals: np.ndarray, counts: np.ndarray
 ) -> pa.RecordBatch:
     """Normalised float32 histograms from the given customers' decayed totals (a copy: it is
     normalised in place, which saves a pass over the largest array)."""
@@ -544,8 +565,74 @@ def _histogram_batch(
         "hist_day_of_week": _lists(day_of_week),
         "hist_event_count": pa.array(counts.astype(np.float32)),
     }
-    keys = [ids, _timestamps(np.full(len(ids), snapshot))]
+    keys = [ids, _timestamps(times)]
     return pa.RecordBatch.from_arrays(_columns(schema, keys, computed), schema=schema)
+
+
+def features_at(
+    events: pd.DataFrame,
+    customers: pd.DataFrame,
+    customer_ids: npt.ArrayLike,
+    instants: npt.ArrayLike | pd.Series,
+    tables: FeatureTables,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables' features at explicit (customer, instant) pairs, one row per pair in the
+    given order (``event_timestamp``: the instant in whole seconds), from the events strictly before it.
+
+    Instants are Unix seconds or timestamps; a fractional second is rounded up, as events are
+    rounded down, so "before" means the same for both. The inputs are validated first.
+    For training rows at their own times, and for the live state's parity test.
+    """
+    data = validate(events, customers)
+    people = _Customers.of(data.customers)
+    ids = pd.Series(np.asarray(customer_ids, dtype=object))
+    cust = pd.Index(people.ids.to_numpy(zero_copy_only=False)).get_indexer(ids).astype(np.int64)
+    if (cust < 0).any():
+        raise ValueError(f"{int((cust < 0).sum()):,} pairs name customers absent from customers")
+    s = _instant_seconds(instants)
+    if len(s) != len(cust):
+        raise ValueError(f"{len(cust):,} customer ids but {len(s):,} instants")
+    if not len(s):
+        return tables.stats.empty_table().to_pandas(), tables.histograms.empty_table().to_pandas()
+    history = _Timeline.of(data.events, people)
+    grid = _Grid.pairs(people, history, cust, s)
+    engagements = history.engagements()
+    stats = _stats_table(tables.stats, people, history, engagements, grid)
+    histograms = _pair_histograms(tables.histograms, people, engagements, grid)
+    return stats.to_pandas(), histograms.to_pandas()
+
+
+def _instant_seconds(instants: npt.ArrayLike | pd.Series) -> np.ndarray:
+    """Whole Unix seconds, rounded up: an event (rounded down) is before ``s`` iff before the instant."""
+    if isinstance(instants, pd.Series) and pd.api.types.is_datetime64_any_dtype(instants.dtype):
+        utc = instants.dt.tz_localize("UTC") if instants.dt.tz is None else instants
+        nanoseconds = utc.dt.tz_convert("UTC").dt.as_unit("ns").dt.tz_localize(None).to_numpy().view(np.int64)
+        return -(-nanoseconds // 1_000_000_000)
+    return np.ceil(np.asarray(instants, dtype=np.float64)).astype(np.int64)
+
+
+def _pair_histograms(schema: pa.Schema, people: _Customers, engagements: _Timeline, grid: _Grid) -> pa.Table:
+    """The histograms of each pair from its customer's engagements before the instant (null
+    without one): each pair sums its own engagements, weighted relative to the latest instant."""
+    at, start = engagements.before(grid.cust, grid.s), engagements.start(grid.cust)
+    counts = at - start
+    present, absent = np.flatnonzero(counts > 0), np.flatnonzero(counts == 0)
+    n = counts[present]
+    row = np.repeat(np.arange(len(present)), n)
+    member = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - start[present], n)
+    zones = people.zones.to_numpy(zero_copy_only=False)
+    slots = local_hour_of_week(engagements.t, zones[engagements.cust])  # once per engagement
+    weights = np.exp2((engagements.t - int(grid.s.max())) / HIST_HALF_LIFE)
+    totals = np.zeros((len(present), HOURS_PER_WEEK))
+    np.add.at(totals, (row, slots[member]), weights[member])
+    ids = people.ids.take(grid.cust)
+    found = _histogram_batch(schema, ids.take(present), grid.s[present], totals, n.astype(np.float64))
+    empty = [ids.take(absent), _timestamps(grid.s[absent])]
+    empty += [pa.nulls(len(absent), field.type) for field in list(schema)[len(empty) :]]
+    combined = pa.concat_tables(
+        [pa.Table.from_batches([found], schema=schema), pa.Table.from_arrays(empty, schema=schema)]
+    )
+    return combined.take(np.argsort(np.concatenate([present, absent]), kind="stable"))
 
 
 def _lists(matrix: np.ndarray) -> pa.ListArray:

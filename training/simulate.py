@@ -30,9 +30,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nudge.contract.events import EVENT_TYPES
 from nudge.contract.week import HOURS_PER_WEEK, hour_of_week
 from nudge.inputs import check, positive_int, unwritable_dir
-from training.events import EVENT_TYPES
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
