@@ -72,10 +72,19 @@ def propensity_rows(
         ignore_index=True,
     )
     rows["event_timestamp"] = pd.to_datetime(rows["event_timestamp"], utc=True)
+    rows["label"] = purchased_within(events, rows, horizon)
+    return rows
+
+
+def purchased_within(events: pd.DataFrame, rows: pd.DataFrame, horizon: pd.Timedelta) -> pd.Series:
+    """Per (customer_id, event_timestamp) row: 1 if the customer purchases in (t, t + horizon].
+
+    The propensity label at any instant, not only at cutoffs: the served evaluation labels its
+    random instants with it, so both evaluations mean the same thing by a positive.
+    """
     purchases = events.loc[events["event_type"] == "purchase", ["customer_id", "event_timestamp"]]
     nxt = next_purchase_after(rows, purchases)
-    rows["label"] = (nxt.notna() & (nxt <= rows["event_timestamp"] + horizon)).astype(np.int8)
-    return rows
+    return (nxt.notna() & (nxt <= rows["event_timestamp"] + horizon)).astype(np.int8)
 
 
 def next_purchase_after(rows: pd.DataFrame, purchases: pd.DataFrame) -> pd.Series:

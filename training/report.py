@@ -92,7 +92,21 @@ def summary_table(report: Mapping[str, Any]) -> str:
         f"send-time hit@3 baselines: global {_fmt(s['baseline_global_hit_at_3'])}, "
         f"customer's modal slots {_fmt(s['baseline_modal_hit_at_3'])}"
     )
+    if "served" in report:
+        lines.append(f"at random test instants, exact vs as served: {served_summary(report['served'])}")
     return "\n".join(lines)
+
+
+def served_summary(served: Mapping[str, Any]) -> str:
+    """One line of the ``served`` block: what weekly snapshots cost at serving time."""
+    p, s = served["propensity"], served["send_time"]
+    age = p["mean_snapshot_age_days"].get("customer_stats")
+    return (
+        f"propensity ROC-AUC {_fmt(p['roc_auc_exact'])} vs {_fmt(p['roc_auc_served'])} "
+        f"({p['n_pairs']} pairs, snapshots {_fmt(age)} days old on average); "
+        f"send-time hit@3 {_fmt(s['hit_at_3_exact'])} vs {_fmt(s['hit_at_3_served'])} "
+        f"({s['n_engagements']} engagements)"
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -129,6 +143,7 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 <h1>nudge training report</h1>
 <h2>Holdout metrics</h2>
 <table><tr><th>metric</th><th>model</th><th>best baseline</th><th>oracle</th></tr>{rows}</table>
+{_served_html(report)}
 <h2>Send-time structures compared (selection period, not test)</h2>
 <table><tr><th>candidate</th>{header}</tr>{candidates}</table>
 <p>Chosen: {html.escape(str(report["send_time"].get("model")))}</p>
@@ -136,6 +151,31 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 <h2>Plots</h2>{figures}
 </body></html>
 """
+
+
+def _served_html(report: Mapping[str, Any]) -> str:
+    """The served block as a table: the same model and rows, features exact vs as served."""
+    if "served" not in report:
+        return ""
+    p, s = report["served"]["propensity"], report["served"]["send_time"]
+    rows = (
+        ("propensity ROC-AUC", p["roc_auc_exact"], p["roc_auc_served"], f"{p['n_pairs']} random pairs"),
+        (
+            "send-time hit@3",
+            s["hit_at_3_exact"],
+            s["hit_at_3_served"],
+            f"{s['n_engagements']} test engagements",
+        ),
+    )
+    cells = "".join(
+        f"<tr><td>{name}</td><td>{_fmt(exact)}</td><td>{_fmt(served)}</td><td>{rows_used}</td></tr>"
+        for name, exact, served, rows_used in rows
+    )
+    return (
+        "<h2>At random test instants: features exact vs as served from the newest snapshot</h2>"
+        "<table><tr><th>metric</th><th>exact</th><th>served</th><th>rows</th></tr>"
+        f"{cells}</table><p>{html.escape(report['served']['what'])}</p>"
+    )
 
 
 _CANDIDATE_COLUMNS = ("hit_at_1", "hit_at_3", "hit_at_6", "log_loss", "ort_latency_ms", "fit_seconds")

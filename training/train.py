@@ -19,7 +19,9 @@ Large data is subsampled (seeded) to keep training within minutes.
 Writes MODELS/propensity/<version>/ and MODELS/send_time/<version>/ (model.onnx +
 manifest.json; the export fails unless onnxruntime matches scikit-learn within 1e-5),
 MODELS/report.json and MODELS/report.html. With --truth (a simulator's truth.parquet) the
-report also scores the oracle on the same holdout.
+report also scores the oracle on the same holdout. Its ``served`` block scores both exported
+models at random instants of the test period with features exact vs as served from the newest
+snapshot (training/served.py): the staleness skew of weekly snapshots.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Limits:
     send_time_selection_fit: int = 20_000
     send_time_selection: int = 20_000
     send_time_test: int = 50_000
+    served_pairs: int = 20_000  # the served-vs-exact evaluation (training/served.py)
+    served_engagements: int = 20_000
 
     def scaled(self, factor: float) -> Limits:
         return Limits(*(max(1_000, int(getattr(self, f) * factor)) for f in self.__dataclass_fields__))
@@ -188,12 +192,14 @@ def train(
         split, clock = run.split, run.clock
         propensity = _train_propensity(run)
         send_time = _train_send_time(run, compare)
+        served = _evaluate_served(run, propensity, send_time)
 
         created = datetime.now(UTC)
         report: dict[str, Any] = {
             "propensity": propensity.metrics,
             "send_time": send_time.metrics,
             "split": split.describe(),
+            "served": served,
         }
         label = {
             "propensity": {
@@ -548,6 +554,20 @@ def _train_send_time(run: Run, compare: bool) -> _Stage:
         {"rows": {"train": len(train_idx), "test": int(is_test.sum())}, "estimator": chosen.description},
         {"probs": probs, "y_test": y_test, "test_frame": test_frame, "truth": truth_probs},
     )
+
+
+def _evaluate_served(run: Run, propensity: _Stage, send_time: _Stage) -> dict[str, Any]:
+    from training.report import served_summary
+    from training.served import ServedModel, evaluate_served
+
+    served = evaluate_served(
+        run,
+        ServedModel(PROPENSITY_SERVICE, propensity.exported.onnx_bytes, propensity.features),
+        ServedModel(SEND_TIME_SERVICE, send_time.exported.onnx_bytes, send_time.features),
+        send_time.plot_data["test_frame"],
+    )
+    run.clock.done("served evaluation", served_summary(served))
+    return served
 
 
 def _plots(propensity: _Stage, send_time: _Stage) -> Plots:
