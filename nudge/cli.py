@@ -22,6 +22,7 @@ from nudge.inputs import UserError
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("training.simulate", "Write simulated events, customers and ground truth."),
+    "import-cdnow": ("training.cdnow", "Write the CDNOW purchase log (real data in lifetimes) as events."),
     "features": ("training.features", "Build the point-in-time feature tables Feast reads."),
     "train": ("training.train", "Train, evaluate and export both models from the Feast repo."),
     "serve": ("service.server", "Run the gRPC scoring server."),
@@ -41,7 +42,7 @@ def _top_parser() -> argparse.ArgumentParser:
         description="Purchase propensity and best send time over gRPC, from Feast features and ONNX models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
+        + "\n".join(f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items())
         + "\n\nRun 'nudge COMMAND --help' for a command's options.",
     )
     parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")

@@ -34,14 +34,26 @@ class CustomerView:
 
 
 @dataclass(frozen=True)
+class SendTimePlots:
+    """The arrays behind the send-time figures."""
+
+    population_predicted: np.ndarray  # (168,) mean predicted distribution over test rows
+    population_observed: np.ndarray  # (168,) share of test engagements per slot
+    customers: Sequence[CustomerView]
+
+
+@dataclass(frozen=True)
 class Plots:
     """The arrays behind the report's figures."""
 
     y_test: np.ndarray
     scores: Mapping[str, np.ndarray]  # propensity scores by name: model, baseline, oracle
-    population_predicted: np.ndarray  # (168,) mean predicted distribution over test rows
-    population_observed: np.ndarray  # (168,) share of test engagements per slot
-    customers: Sequence[CustomerView]
+    send_time: SendTimePlots | None  # None: send time is n/a for this data
+
+
+def not_applicable(block: Mapping[str, Any]) -> bool:
+    """A report block (``send_time``, ``served.send_time``) the data could not fill, with its reason."""
+    return block.get("status") == "n/a"
 
 
 def write_report(models_dir: Path, report: Mapping[str, Any], plots: Plots) -> tuple[Path, Path]:
@@ -62,11 +74,16 @@ def _json_default(value: Any) -> Any:
 def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, Any, Any, Any]]:
     """(metric, model, baseline, oracle) rows: the numbers a person checks first."""
     p, s = report["propensity"], report["send_time"]
-    return [
+    propensity = [
         ("propensity ROC-AUC", p["roc_auc"], p["baseline_roc_auc"], p["oracle_roc_auc"]),
         ("propensity PR-AUC", p["pr_auc"], p.get("baseline_pr_auc"), p.get("oracle_pr_auc")),
         ("propensity ECE", p["ece"], p.get("baseline_ece"), p.get("oracle_ece")),
         ("propensity Brier", p["brier"], p.get("baseline_brier"), p.get("oracle_brier")),
+    ]
+    if not_applicable(s):
+        return [*propensity, ("send time (all metrics)", "n/a", "n/a", "n/a")]
+    return [
+        *propensity,
         ("send-time hit@1", s["hit_at_1"], None, s.get("oracle_hit_at_1")),
         ("send-time hit@3", s["hit_at_3"], _best_baseline(s), s["oracle_hit_at_3"]),
         ("send-time hit@6", s["hit_at_6"], None, s.get("oracle_hit_at_6")),
@@ -84,14 +101,23 @@ def summary_table(report: Mapping[str, Any]) -> str:
     lines = [f"{'metric':<30} {'model':>8} {'baseline':>9} {'oracle':>8}"]
     lines += [f"{name:<30} {_fmt(m):>8} {_fmt(b):>9} {_fmt(o):>8}" for name, m, b, o in summary_rows(report)]
     p, s = report["propensity"], report["send_time"]
-    lines.append(
-        f"propensity: {p['n_train']} train / {p['n_test']} test rows, positive rate {_fmt(p['positive_rate'])}; "
-        f"send time: {s['n_train']} train / {s['n_test']} test engagements, model {s['model']}"
+    propensity = (
+        f"propensity: {p['n_train']} train / {p['n_test']} test rows, "
+        f"positive rate {_fmt(p['positive_rate'])}"
     )
-    lines.append(
-        f"send-time hit@3 baselines: global {_fmt(s['baseline_global_hit_at_3'])}, "
-        f"customer's modal slots {_fmt(s['baseline_modal_hit_at_3'])}"
-    )
+    if not_applicable(s):
+        lines.append(propensity)
+        lines.append(f"send time n/a: {s['reason']}; no send-time model exported")
+        lines.append(f"to serve: {s['serving']}")
+    else:
+        lines.append(
+            f"{propensity}; send time: {s['n_train']} train / {s['n_test']} test engagements, "
+            f"model {s['model']}"
+        )
+        lines.append(
+            f"send-time hit@3 baselines: global {_fmt(s['baseline_global_hit_at_3'])}, "
+            f"customer's modal slots {_fmt(s['baseline_modal_hit_at_3'])}"
+        )
     if "served" in report:
         lines.append(f"at random test instants, exact vs as served: {served_summary(report['served'])}")
     return "\n".join(lines)
@@ -101,11 +127,15 @@ def served_summary(served: Mapping[str, Any]) -> str:
     """One line of the ``served`` block: what weekly snapshots cost at serving time."""
     p, s = served["propensity"], served["send_time"]
     age = p["mean_snapshot_age_days"].get("customer_stats")
+    send_time = (
+        "send time n/a"
+        if not_applicable(s)
+        else f"send-time hit@3 {_fmt(s['hit_at_3_exact'])} vs {_fmt(s['hit_at_3_served'])} "
+        f"({s['n_engagements']} engagements)"
+    )
     return (
         f"propensity ROC-AUC {_fmt(p['roc_auc_exact'])} vs {_fmt(p['roc_auc_served'])} "
-        f"({p['n_pairs']} pairs, snapshots {_fmt(age)} days old on average); "
-        f"send-time hit@3 {_fmt(s['hit_at_3_exact'])} vs {_fmt(s['hit_at_3_served'])} "
-        f"({s['n_engagements']} engagements)"
+        f"({p['n_pairs']} pairs, snapshots {_fmt(age)} days old on average); {send_time}"
     )
 
 
@@ -135,6 +165,16 @@ def render_html(report: Mapping[str, Any], plots: Plots) -> str:
         for title, png in _figures(plots)
     )
     header = "".join(f"<th>{k}</th>" for k in _CANDIDATE_COLUMNS)
+    send_time = report["send_time"]
+    if not_applicable(send_time):
+        structures = (
+            f"<h2>Send time: n/a</h2><p>{html.escape(send_time['reason'])}; no send-time model was "
+            f"exported.</p><p>To serve: {html.escape(send_time['serving'])}.</p>"
+        )
+    else:
+        structures = f"""<h2>Send-time structures compared (selection period, not test)</h2>
+<table><tr><th>candidate</th>{header}</tr>{candidates}</table>
+<p>Chosen: {html.escape(str(send_time.get("model")))}</p>"""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nudge training report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
@@ -144,9 +184,7 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 <h2>Holdout metrics</h2>
 <table><tr><th>metric</th><th>model</th><th>best baseline</th><th>oracle</th></tr>{rows}</table>
 {_served_html(report)}
-<h2>Send-time structures compared (selection period, not test)</h2>
-<table><tr><th>candidate</th>{header}</tr>{candidates}</table>
-<p>Chosen: {html.escape(str(report["send_time"].get("model")))}</p>
+{structures}
 <h2>Split</h2><table>{split}</table>
 <h2>Plots</h2>{figures}
 </body></html>
@@ -158,15 +196,18 @@ def _served_html(report: Mapping[str, Any]) -> str:
     if "served" not in report:
         return ""
     p, s = report["served"]["propensity"], report["served"]["send_time"]
-    rows = (
-        ("propensity ROC-AUC", p["roc_auc_exact"], p["roc_auc_served"], f"{p['n_pairs']} random pairs"),
-        (
-            "send-time hit@3",
-            s["hit_at_3_exact"],
-            s["hit_at_3_served"],
-            f"{s['n_engagements']} test engagements",
-        ),
-    )
+    rows = [("propensity ROC-AUC", p["roc_auc_exact"], p["roc_auc_served"], f"{p['n_pairs']} random pairs")]
+    if not_applicable(s):
+        rows.append(("send-time hit@3", "n/a", "n/a", "no send-time model"))
+    else:
+        rows.append(
+            (
+                "send-time hit@3",
+                s["hit_at_3_exact"],
+                s["hit_at_3_served"],
+                f"{s['n_engagements']} test engagements",
+            )
+        )
     cells = "".join(
         f"<tr><td>{name}</td><td>{_fmt(exact)}</td><td>{_fmt(served)}</td><td>{rows_used}</td></tr>"
         for name, exact, served, rows_used in rows
@@ -185,13 +226,20 @@ def _figures(plots: Plots) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
-    return [
+    figures = [
         ("Propensity calibration (reliability) curve", _png(_calibration_figure(plots))),
         ("Propensity ROC curves", _png(_roc_figure(plots))),
         ("Propensity lift by decile", _png(_lift_figure(plots))),
-        ("Send time: population, predicted vs observed", _png(_population_figure(plots))),
-        *((f"Send time: customer {c.customer_id}", _png(_customer_figure(c))) for c in plots.customers),
     ]
+    if plots.send_time is not None:
+        figures.append(
+            ("Send time: population, predicted vs observed", _png(_population_figure(plots.send_time)))
+        )
+        figures += [
+            (f"Send time: customer {c.customer_id}", _png(_customer_figure(c)))
+            for c in plots.send_time.customers
+        ]
+    return figures
 
 
 def _png(figure: Any) -> str:
@@ -254,7 +302,7 @@ def _heatmap(ax: Any, values: np.ndarray, title: str) -> None:
     ax.set(xlabel="local hour", title=title)
 
 
-def _population_figure(plots: Plots) -> Any:
+def _population_figure(plots: SendTimePlots) -> Any:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3))

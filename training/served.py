@@ -138,11 +138,16 @@ def random_pairs(
 
 
 def evaluate_served(
-    run: Run, propensity: ServedModel, send_time: ServedModel, test_engagements: pd.DataFrame
+    run: Run,
+    propensity: ServedModel,
+    send_time: ServedModel | None,
+    test_engagements: pd.DataFrame | None,
 ) -> dict[str, Any]:
     """The report's ``served`` block: exact vs served metrics on the same pairs and engagements.
 
-    ``test_engagements`` are the send-time evaluation's test rows (customer_id, engaged_at, slot).
+    ``test_engagements`` are the send-time evaluation's test rows (customer_id, engaged_at, slot);
+    both are None when the data has no send-time model (dates without times of day), and the
+    block's ``send_time`` part says n/a.
     """
     rng = np.random.default_rng([run.seed, STREAM])
     split = run.split
@@ -151,16 +156,15 @@ def evaluate_served(
         customer_start(run.events, run.customers), split.test[0], end, run.limits.served_pairs, rng
     )
     labels = purchased_within(run.events, pairs, split.horizon).to_numpy()
-    picked = np.sort(rng.permutation(len(test_engagements))[: run.limits.served_engagements])
-    moments = test_engagements.iloc[picked]
-    slots = moments["slot"].to_numpy()
-    instants = pd.concat(
-        [
-            pairs,
-            pd.DataFrame({"customer_id": moments["customer_id"], "event_timestamp": moments["engaged_at"]}),
-        ],
-        ignore_index=True,
-    )
+    parts, slots = [pairs], np.zeros(0, dtype=np.int64)
+    if test_engagements is not None:
+        picked = np.sort(rng.permutation(len(test_engagements))[: run.limits.served_engagements])
+        moments = test_engagements.iloc[picked]
+        slots = moments["slot"].to_numpy()
+        parts.append(
+            pd.DataFrame({"customer_id": moments["customer_id"], "event_timestamp": moments["engaged_at"]})
+        )
+    instants = pd.concat(parts, ignore_index=True)
     instants["event_timestamp"] = _utc_ns(instants["event_timestamp"])
 
     exact_stats, exact_histograms = features_at(
@@ -172,21 +176,17 @@ def evaluate_served(
     )
     exact = pd.concat([exact_stats, exact_histograms.drop(columns=[k for k, _ in KEYS])], axis=1)
     served_parts, ages = [], {}
-    for name in _views(run.store, (propensity, send_time)):
+    models = (propensity,) if send_time is None else (propensity, send_time)
+    for name in _views(run.store, models):
         frame, ages[name] = as_served(ViewTable.of(run.store, name), instants)
         served_parts.append(frame)
     served = pd.concat(served_parts, axis=1)
 
     is_pair = np.arange(len(instants)) < len(pairs)
-    scores = {
-        kind: (
-            propensity.predict(frame[is_pair], run.store)[:, 1],
-            send_time.predict(frame[~is_pair], run.store),
-        )
-        for kind, frame in (("exact", exact), ("served", served))
+    frames = {"exact": exact, "served": served}
+    auc = {
+        kind: roc_auc(labels, propensity.predict(f[is_pair], run.store)[:, 1]) for kind, f in frames.items()
     }
-    auc = {kind: roc_auc(labels, p) for kind, (p, _) in scores.items()}
-    hit = {kind: hit_at_k(probs, slots, 3) for kind, (_, probs) in scores.items()}
     return {
         "what": "the exported models at random instants of the test period, on the same pairs: features "
         "exact at the instant (features_at: what the live state computes) vs as served today (each view's "
@@ -200,13 +200,29 @@ def evaluate_served(
             "roc_auc_exact_minus_served": _difference(auc["exact"], auc["served"]),
             **_staleness(ages, propensity, run.store, is_pair),
         },
-        "send_time": {
-            "n_engagements": len(moments),
-            "hit_at_3_exact": hit["exact"],
-            "hit_at_3_served": hit["served"],
-            "hit_at_3_exact_minus_served": _difference(hit["exact"], hit["served"]),
-            **_staleness(ages, send_time, run.store, ~is_pair),
-        },
+        "send_time": {"status": "n/a", "reason": "no send-time model was trained on this data"}
+        if send_time is None
+        else _send_time_block(send_time, run.store, frames, ~is_pair, slots, ages),
+    }
+
+
+def _send_time_block(
+    model: ServedModel,
+    store: FeatureStore,
+    frames: dict[str, pd.DataFrame],
+    rows: np.ndarray,
+    slots: np.ndarray,
+    ages: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """hit@3 of the send-time model on the test engagements (``rows`` of the instants), features
+    exact vs as served."""
+    hit = {kind: hit_at_k(model.predict(frame[rows], store), slots, 3) for kind, frame in frames.items()}
+    return {
+        "n_engagements": len(slots),
+        "hit_at_3_exact": hit["exact"],
+        "hit_at_3_served": hit["served"],
+        "hit_at_3_exact_minus_served": _difference(hit["exact"], hit["served"]),
+        **_staleness(ages, model, store, rows),
     }
 
 

@@ -22,6 +22,10 @@ MODELS/report.json and MODELS/report.html. With --truth (a simulator's truth.par
 report also scores the oracle on the same holdout. Its ``served`` block scores both exported
 models at random instants of the test period with features exact vs as served from the newest
 snapshot (training/served.py): the staleness skew of weekly snapshots.
+
+Data whose engagements all fall at one local hour of day (dates without times, e.g. CDNOW from
+`nudge import-cdnow`) gets no send-time model: a model would learn the importer's hour back.
+Its report block says n/a and why, and only the propensity model is exported.
 """
 
 from __future__ import annotations
@@ -186,18 +190,25 @@ def train(
     limits = limits or Limits()
     with threadpool_limits(limits=1):
         from training.export import write_model
+        from training.labels import send_time_rows
         from training.report import write_report
 
         run = prepare(repo, events_path, customers_path, horizon_days, truth_path, seed, limits)
         split, clock = run.split, run.clock
         propensity = _train_propensity(run)
-        send_time = _train_send_time(run, compare)
+        engagements = send_time_rows(run.events, run.customers)
+        unavailable = send_time_unavailable(engagements)
+        if unavailable is None:
+            send_time: _Stage | None = _train_send_time(run, engagements, compare)
+        else:
+            send_time = None
+            run.clock.done("send time n/a, no send-time model exported", unavailable["reason"])
         served = _evaluate_served(run, propensity, send_time)
 
         created = datetime.now(UTC)
         report: dict[str, Any] = {
             "propensity": propensity.metrics,
-            "send_time": send_time.metrics,
+            "send_time": send_time.metrics if send_time else unavailable,
             "split": split.describe(),
             "served": served,
         }
@@ -214,10 +225,10 @@ def train(
             },
         }
         version_dirs = {}
-        for name, stage, service, width in (
-            ("propensity", propensity, PROPENSITY_SERVICE, 2),
-            ("send_time", send_time, SEND_TIME_SERVICE, HOURS_PER_WEEK),
-        ):
+        stages = [("propensity", propensity, PROPENSITY_SERVICE, 2)]
+        if send_time is not None:
+            stages.append(("send_time", send_time, SEND_TIME_SERVICE, HOURS_PER_WEEK))
+        for name, stage, service, width in stages:
             version_dirs[name] = write_model(
                 models_dir,
                 name,
@@ -439,7 +450,37 @@ def _train_propensity(run: Run) -> _Stage:
     )
 
 
-def _train_send_time(run: Run, compare: bool) -> _Stage:
+def send_time_unavailable(engagements: pd.DataFrame) -> dict[str, Any] | None:
+    """The report's send-time block when the data cannot say when customers engage, else None.
+
+    Data with dates but no times (CDNOW: every purchase at the importer's fixed hour) puts all
+    engagements at one local hour of day. A model would learn that hour back and hit@k would
+    score the importer, not the customers, so send time is neither trained nor evaluated.
+    """
+    from training.labels import HOURS
+
+    hours = np.unique(engagements["slot"].to_numpy() % HOURS)
+    if len(hours) > 1:
+        return None
+    if len(hours) == 0:
+        reason = "the data has no engagements (purchases, visits, cart adds, opens or clicks)"
+    else:
+        reason = (
+            f"all {len(engagements):,} engagements fall at local hour {int(hours[0]):02d}: the data has "
+            "dates but no times of day, so hour-of-week training and metrics would only measure that hour"
+        )
+    return {
+        "status": "n/a",
+        "reason": reason,
+        "n_engagements_before_sampling": len(engagements),
+        "local_hours_of_day": [int(h) for h in hours],
+        "exported": False,
+        "serving": "the server needs a send_time model: put one trained on data with times of day "
+        "(same send_time_v1 feature service, e.g. make quality's) beside this propensity model",
+    }
+
+
+def _train_send_time(run: Run, rows: pd.DataFrame, compare: bool) -> _Stage:
     from training.datasets import training_frame
     from training.evaluate import (
         modal_scores,
@@ -448,11 +489,9 @@ def _train_send_time(run: Run, compare: bool) -> _Stage:
         slot_frequencies,
     )
     from training.export import export_checked
-    from training.labels import send_time_rows
     from training.send_time import ALTERNATIVES, MIXTURE, fit_send_time, register_converter
 
     register_converter()
-    rows = send_time_rows(run.events, run.customers)
     at = rows["engaged_at"]
     train_rows = _subsample(rows[at < run.split.train_end], run.limits.send_time_train, run.rng)
     test_rows = _subsample(rows[at >= run.split.test[0]], run.limits.send_time_test, run.rng)
@@ -556,24 +595,30 @@ def _train_send_time(run: Run, compare: bool) -> _Stage:
     )
 
 
-def _evaluate_served(run: Run, propensity: _Stage, send_time: _Stage) -> dict[str, Any]:
+def _evaluate_served(run: Run, propensity: _Stage, send_time: _Stage | None) -> dict[str, Any]:
     from training.report import served_summary
     from training.served import ServedModel, evaluate_served
 
     served = evaluate_served(
         run,
         ServedModel(PROPENSITY_SERVICE, propensity.exported.onnx_bytes, propensity.features),
-        ServedModel(SEND_TIME_SERVICE, send_time.exported.onnx_bytes, send_time.features),
-        send_time.plot_data["test_frame"],
+        None
+        if send_time is None
+        else ServedModel(SEND_TIME_SERVICE, send_time.exported.onnx_bytes, send_time.features),
+        None if send_time is None else send_time.plot_data["test_frame"],
     )
     run.clock.done("served evaluation", served_summary(served))
     return served
 
 
-def _plots(propensity: _Stage, send_time: _Stage) -> Plots:
+def _plots(propensity: _Stage, send_time: _Stage | None) -> Plots:
     from training.evaluate import slot_frequencies
-    from training.report import CustomerView, Plots
+    from training.report import CustomerView, Plots, SendTimePlots
 
+    if send_time is None:
+        return Plots(
+            y_test=propensity.plot_data["y_test"], scores=propensity.plot_data["scores"], send_time=None
+        )
     st = send_time.plot_data
     test_frame: pd.DataFrame = st["test_frame"]
     busiest = test_frame["customer_id"].value_counts().index[:PLOTTED_CUSTOMERS]
@@ -592,7 +637,9 @@ def _plots(propensity: _Stage, send_time: _Stage) -> Plots:
     return Plots(
         y_test=propensity.plot_data["y_test"],
         scores=propensity.plot_data["scores"],
-        population_predicted=st["probs"].mean(axis=0),
-        population_observed=slot_frequencies(st["y_test"]),
-        customers=views,
+        send_time=SendTimePlots(
+            population_predicted=st["probs"].mean(axis=0),
+            population_observed=slot_frequencies(st["y_test"]),
+            customers=views,
+        ),
     )
