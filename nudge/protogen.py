@@ -13,7 +13,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
-PROTO_FILES = ["nudge/v1/scoring.proto"]
+PROTO_FILES = ["nudge/v1/scoring.proto", "nudge/v1/ingest.proto"]
 
 
 def generate(out_dir: Path) -> None:

@@ -47,13 +47,20 @@ class Settings:
     top_slots: int = _opt(3, "Slots returned in top_slots.")
     max_window_hours: float = _opt(7 * 24.0, "Longest send window a caller may ask for.")
     max_batch: int = _opt(1000, "Most customers in one ScoreBatch.")
-    max_id_length: int = _opt(128, "Longest customer id accepted.")
+    max_id_length: int = _opt(128, "Longest customer id (and event id) accepted.")
     max_message_bytes: int = _opt(4 * 1024 * 1024, "Largest request or response message.")
     grace_seconds: float = _opt(10.0, "On SIGTERM/SIGINT, time in-flight calls get to finish.")
     model_poll_seconds: float = _opt(
         10.0, "Poll the models directory for new versions every N seconds (0: only on SIGHUP)."
     )
     log_level: str = _opt("INFO", "Logging level.")
+    # --- live events (service/ingest.py) ---------------------------------------------------
+    ingest_max_skew_seconds: float = _opt(
+        300.0, "Ingest rejects events timed more than this far ahead of the server clock."
+    )
+    event_log: Path | None = _opt(
+        None, "Durable log (JSON lines) of every applied event (default: <repo>/data/events.log.jsonl)."
+    )
     # --- who may call it (service/security.py) ---------------------------------------------
     plaintext: bool = _opt(False, "Serve without TLS. Must be chosen explicitly when no --tls-cert is given.")
     tls_cert: Path | None = _opt(None, "Server certificate chain (PEM). With --tls-key: serve TLS only.")
@@ -83,6 +90,11 @@ class Settings:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def event_log_path(self) -> Path:
+        """Where applied events are logged: ``event_log``, else beside the repo's data."""
+        return self.event_log if self.event_log is not None else self.repo / "data" / "events.log.jsonl"
 
 
 class SettingsError(UserError, ValueError):
@@ -156,6 +168,8 @@ def validate(settings: Settings) -> None:
             problems.append(f"{name} must be >= 1")
     if not 0.0 <= settings.min_propensity <= 1.0:
         problems.append("min_propensity must be within 0..1")
+    if not settings.ingest_max_skew_seconds >= 0.0:  # also refuses NaN
+        problems.append("ingest_max_skew_seconds must be >= 0")
     problems += _operations_problems(settings)
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))

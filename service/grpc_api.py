@@ -1,8 +1,10 @@
 """The gRPC adapter: proto ↔ core types, and domain errors → status codes, in one place.
 
-Nothing here scores anything; the Scorer does. Mapping:
+Nothing here scores or ingests anything; the Scorer and the Ingestor do. Mapping:
   InvalidQuery (bad id, window, quiet hours, batch too large) → INVALID_ARGUMENT
+  an Ingest of more events than max_batch                      → INVALID_ARGUMENT
   StoreUnavailable (store down and settings say fail fast)     → UNAVAILABLE
+  IngestUnavailable (live state store or event log failed)     → UNAVAILABLE
   deadline already too close to do the work                    → DEADLINE_EXCEEDED
   anything else                                                → INTERNAL, logged with the id only
   bytes that are not the request message                       → INVALID_ARGUMENT
@@ -10,8 +12,9 @@ Nothing here scores anything; the Scorer does. Mapping:
 Handlers end a call with a status by raising :class:`Refused`, never ``context.abort``:
 abort sends the status at once, before the metrics and access-log wrappers (which run around
 the handler) have counted the call, so a caller could see its error before the counter moved.
-The one wrapper every scoring handler is registered with (:func:`add_scoring_service`) turns
-``Refused`` into the call's status, sent when the handler returns.
+The one wrapper every handler is registered with (:func:`add_scoring_service`,
+:func:`add_ingest_service`) turns ``Refused`` into the call's status, sent when the handler
+returns.
 """
 
 from __future__ import annotations
@@ -25,9 +28,17 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from nudge.contract.api import SCORING_SERVICE
+from nudge.contract.api import INGEST_SERVICE, SCORING_SERVICE
+from nudge.v1 import ingest_pb2, ingest_pb2_grpc, scoring_pb2_grpc
 from nudge.v1 import scoring_pb2 as pb
-from nudge.v1 import scoring_pb2_grpc
+from service.ingest import (
+    Counts,
+    EventResult,
+    IngestEvent,
+    Ingestor,
+    IngestUnavailable,
+    Outcome,
+)
 from service.scorer import InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
 
 log = logging.getLogger("nudge.grpc")
@@ -220,6 +231,84 @@ def _check_deadline(context: grpc.aio.ServicerContext) -> None:
         raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline too short to score")
 
 
+# --------------------------------------------------------------------------- ingest
+
+_OUTCOMES = {o: ingest_pb2.EventResult.Outcome.Value(f"OUTCOME_{o.value}") for o in Outcome}
+
+
+def to_events(
+    events: Sequence[ingest_pb2.Event],
+) -> tuple[list[IngestEvent], list[tuple[int, EventResult]]]:
+    """Core events for those that convert, and (index, REJECTED result) for an event whose
+    time no datetime can hold; unset optional fields stay None so the core sees them absent."""
+    converted, rejected = [], []
+    for i, event in enumerate(events):
+        try:
+            when = _time(event.event_time, event.HasField("event_time"), "event_time")
+        except InvalidQuery as exc:
+            rejected.append((i, EventResult(event.event_id, Outcome.REJECTED, str(exc))))
+            continue
+        converted.append(
+            IngestEvent(
+                event_id=event.event_id,
+                customer_id=event.customer_id,
+                event_time=when,
+                event_type=event.event_type,
+                amount=event.amount if event.HasField("amount") else None,
+                time_zone=event.time_zone if event.HasField("time_zone") else None,
+            )
+        )
+    return converted, rejected
+
+
+def to_ingest_response(results: Sequence[EventResult]) -> ingest_pb2.IngestResponse:
+    response = ingest_pb2.IngestResponse()
+    for result in results:
+        response.results.add(
+            event_id=result.event_id, outcome=_OUTCOMES[result.outcome], reason=result.reason
+        )
+    counts = Counts.of(results)
+    response.applied = counts.applied
+    response.duplicates = counts.duplicates
+    response.rejected = counts.rejected
+    return response
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    """nudge.v1.IngestService over an Ingestor."""
+
+    def __init__(self, ingestor: Ingestor | None = None) -> None:
+        # None until start-up has built it, or for good when the online store has no live
+        # state store (``unavailable`` then says why).
+        self.ingestor = ingestor
+        self.unavailable = (grpc.StatusCode.UNAVAILABLE, "the server is still starting; retry shortly")
+
+    async def Ingest(
+        self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.IngestResponse:
+        _check_deadline(context)
+        if self.ingestor is None:
+            raise Refused(*self.unavailable)
+        limit = self.ingestor.settings.max_batch
+        if len(request.events) > limit:  # before converting any of them
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch of {len(request.events)} events exceeds the limit of {limit}",
+            )
+        try:
+            events, rejected = to_events(request.events)
+            results = self.ingestor.ingest(events)
+        except IngestUnavailable as exc:
+            raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+        except Exception as exc:
+            ids = ",".join(e.customer_id[:64] for e in request.events[:5])
+            log.exception("ingest failed", extra={"customer_ids": ids, "batch": len(request.events)})
+            raise Refused(grpc.StatusCode.INTERNAL, "internal error while ingesting; see server log") from exc
+        for i, result in rejected:  # ascending: each lands at its event's position
+            results.insert(i, result)
+        return to_ingest_response(results)
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -277,5 +366,21 @@ def add_scoring_service(servicer: ScoringServicer, server: grpc.aio.Server) -> N
             response_serializer=pb.ScoreBatchResponse.SerializeToString,
         ),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SCORING_SERVICE, handlers),))
-    server.add_registered_method_handlers(SCORING_SERVICE, handlers)  # type: ignore[attr-defined]
+    _add_service(server, SCORING_SERVICE, handlers)
+
+
+def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` as nudge.v1.IngestService, as :func:`add_scoring_service` does."""
+    handlers = {
+        "Ingest": grpc.unary_unary_rpc_method_handler(
+            _answering(servicer.Ingest),
+            request_deserializer=_lenient(ingest_pb2.IngestRequest),
+            response_serializer=ingest_pb2.IngestResponse.SerializeToString,
+        ),
+    }
+    _add_service(server, INGEST_SERVICE, handlers)
+
+
+def _add_service(server: grpc.aio.Server, name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]

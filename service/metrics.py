@@ -9,6 +9,7 @@ What is exported (names as Prometheus shows them):
   nudge_feature_status_total{status}                  customers answered FRESH/STALE/MISSING/UNAVAILABLE
   nudge_purchase_propensity                           histogram of the propensities returned
   nudge_feature_age_seconds                           age of the newest feature row (FRESH/STALE only)
+  nudge_ingest_events_total{outcome}                  events ingested: APPLIED/DUPLICATE/REJECTED/LATE
   nudge_model_loaded{model,version}                   worker processes serving that version
   nudge_model_reloads_total{model,outcome}            hot-swap candidates swapped in or rejected
 
@@ -44,6 +45,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client import start_http_server as _start_http_server
 
+from nudge.v1 import ingest_pb2
 from nudge.v1 import scoring_pb2 as pb
 from service import logs
 from service.config import Settings
@@ -81,6 +83,11 @@ _STATUS_NAMES = {
     pb.FEATURE_STATUS_UNAVAILABLE: "UNAVAILABLE",
 }
 _AGED = frozenset((pb.FEATURE_STATUS_FRESH, pb.FEATURE_STATUS_STALE))
+_OUTCOME_NAMES = {
+    v.number: v.name.removeprefix("OUTCOME_")
+    for v in ingest_pb2.EventResult.Outcome.DESCRIPTOR.values
+    if v.number != ingest_pb2.EventResult.OUTCOME_UNSPECIFIED
+}
 
 T = TypeVar("T")
 
@@ -144,8 +151,14 @@ class Metrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.ingest_events = Counter(
+            "nudge_ingest_events", "Events ingested, by outcome.", ["outcome"], registry=r
+        )
         self._status_inc = {
             code: self.feature_status.labels(name).inc for code, name in _STATUS_NAMES.items()
+        }
+        self._outcome_inc = {
+            code: self.ingest_events.labels(name).inc for code, name in _OUTCOME_NAMES.items()
         }
         self._models: dict[str, str] = {}
 
@@ -165,6 +178,14 @@ class Metrics:
         for result in response.results:
             if result.HasField("response"):
                 self.observe_response(result.response)
+
+    def observe_ingest(self, response: ingest_pb2.IngestResponse) -> None:
+        """One count per event, by outcome (one increment per outcome present)."""
+        counts: dict[int, int] = {}
+        for result in response.results:
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+        for outcome, count in counts.items():
+            self._outcome_inc[outcome](count)
 
     # ---------------------------------------------------------------- models
 
@@ -213,6 +234,7 @@ class Metrics:
 _OBSERVERS: dict[str, Callable[[Metrics], Callable[[Any], None]]] = {
     "/nudge.v1.ScoringService/Score": lambda m: m.observe_response,
     "/nudge.v1.ScoringService/ScoreBatch": lambda m: m.observe_batch,
+    "/nudge.v1.IngestService/Ingest": lambda m: m.observe_ingest,
 }
 
 

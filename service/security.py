@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from nudge.contract.api import AUTHORIZATION, SCORING_SERVICE
+from nudge.contract.api import AUTHORIZATION, METHODS_BY_NAME, SCORING_SERVICE
 from nudge.inputs import UserError, read_pem
 from service.config import Settings
 
@@ -107,7 +107,7 @@ def load_tokens(settings: Settings) -> list[Token]:
         s3cr3t-for-the-campaign-service
         s3cr3t-for-a-dashboard  Score
 
-    Method names are short (``Score``) or full (``/nudge.v1.ScoringService/Score``).
+    Method names are short (``Score``, ``Ingest``) or full (``/nudge.v1.ScoringService/Score``).
     """
     tokens = [Token(t.strip().encode(), None) for t in settings.auth_tokens.split(",") if t.strip()]
     if settings.auth_tokens_file is not None:
@@ -137,7 +137,10 @@ def parse_token_file(path: Path) -> list[Token]:
 
 
 def _full_method(name: str) -> str:
-    return name if name.startswith("/") else f"/{SCORING_SERVICE}/{name}"
+    """A short name is looked up across nudge's services (method names are unique across them)."""
+    if name.startswith("/"):
+        return name
+    return METHODS_BY_NAME.get(name, f"/{SCORING_SERVICE}/{name}")
 
 
 def _rejection(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:

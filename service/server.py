@@ -3,9 +3,10 @@
 Start-up loads the newest version of each model, checks every ONNX sha256 against its
 manifest, checks that the Feast registry's feature services serve every feature the manifests
 name (refusing to start otherwise, naming what is missing), derives the online-read plan once,
-and only then reports SERVING on grpc.health.v1. Server reflection is on, so grpcurl and ghz
-need no proto files. SIGTERM/SIGINT: health goes NOT_SERVING, in-flight calls get
-``--grace-seconds`` to finish, then the process exits.
+and only then reports SERVING on grpc.health.v1. The same server and port take live events
+(nudge.v1.IngestService, service/ingest.py) into a live state store beside the online store.
+Server reflection is on, so grpcurl and ghz need no proto files. SIGTERM/SIGINT: health goes
+NOT_SERVING, in-flight calls get ``--grace-seconds`` to finish, then the process exits.
 
 TLS, tokens and hostile bytes: service/security.py. Metrics (one port for all workers):
 service/metrics.py. Logs and request ids: service/logs.py. Tracing: service/tracing.py.
@@ -33,12 +34,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from nudge.contract.api import SCORING_METHODS, SCORING_SERVICE
+from nudge.contract.api import INGEST_METHODS, INGEST_SERVICE, SCORING_METHODS, SCORING_SERVICE
 from nudge.contract.manifest import ManifestError
 from nudge.inputs import UserError, check, port_problem, user_errors
 from nudge.third_party import quiet_known_warnings
 from service import config, logs, security
-from service.grpc_api import ScoringServicer, add_scoring_service
+from service.grpc_api import IngestServicer, ScoringServicer, add_ingest_service, add_scoring_service
+from service.ingest import EventLog, Ingestor, IngestUnavailable
 from service.models import check_served, load_latest
 from service.reloader import ModelReloader
 from service.scorer import CONTEXT_REFS, Scorer
@@ -83,6 +85,22 @@ def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
     return Scorer(reader_for(store, refs, settings), models, settings), store
 
 
+def build_ingestor(settings: config.Settings, store: FeatureStore) -> Ingestor:
+    """The live state store beside the repo's online store, and the event log.
+
+    Raises ``UnsupportedStore`` (an online store with no live state store yet) or
+    ``IngestUnavailable`` (store or log cannot be opened): Ingest is then not served, and
+    scoring goes on."""
+    from service.live_stores import state_store_for
+
+    state_store = state_store_for(store, settings.store_timeout_ms / 1000)
+    try:
+        return Ingestor(state_store, EventLog(settings.event_log_path), settings)
+    except IngestUnavailable:
+        state_store.close()
+        raise
+
+
 def grpc_options(settings: config.Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -103,7 +121,7 @@ def interceptors(
     if metrics is not None or request_ids:
         from service.metrics import RpcObserver
 
-        methods = [*SCORING_METHODS, "/grpc.health.v1.Health/Check"]
+        methods = [*SCORING_METHODS, *INGEST_METHODS, "/grpc.health.v1.Health/Check"]
         chain.append(
             RpcObserver(metrics, access_log=settings.access_log, request_ids=request_ids, methods=methods)
         )
@@ -138,12 +156,13 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     reflection.enable_server_reflection(
         [
             SCORING_SERVICE,
+            INGEST_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ],
         server,
     )
-    for name in ("", SCORING_SERVICE):
+    for name in ("", SCORING_SERVICE, INGEST_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
         transport = security.add_port(server, settings)
@@ -151,6 +170,8 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
         raise StartupError(f"refusing to start: {exc}") from exc
     servicer = ScoringServicer()
     add_scoring_service(servicer, server)
+    ingest_servicer = IngestServicer()
+    add_ingest_service(ingest_servicer, server)
     started = time.monotonic()
     await server.start()
     try:
@@ -166,6 +187,7 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     servicer.scorer = scorer
     for name in ("", SCORING_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    ingestor = await _start_ingest(settings, store, ingest_servicer, health_servicer)
     log.info(
         "SERVING on %s (%s) in %.2fs; models %s",
         settings.address,
@@ -186,7 +208,34 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     log.info("draining: NOT_SERVING, %.1fs grace for in-flight calls", settings.grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
+    if ingestor is not None:
+        ingestor.close()
     log.info("stopped")
+
+
+async def _start_ingest(
+    settings: config.Settings, store: FeatureStore, servicer: IngestServicer, health: HealthServicer
+) -> Ingestor | None:
+    """Serve Ingest when its store and log open; otherwise say why, per call and in the log,
+    and leave its health NOT_SERVING (scoring does not depend on it)."""
+    from service.live_stores import UnsupportedStore
+
+    try:
+        ingestor = build_ingestor(settings, store)
+    except UnsupportedStore as exc:
+        log.warning("Ingest not served: %s", exc)
+        servicer.unavailable = (grpc.StatusCode.UNIMPLEMENTED, f"Ingest is not served here: {exc}")
+        return None
+    except IngestUnavailable as exc:
+        log.error("Ingest not served: %s", exc)
+        servicer.unavailable = (grpc.StatusCode.UNAVAILABLE, f"Ingest is not served: {exc}")
+        return None
+    servicer.ingestor = ingestor
+    await health.set(INGEST_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "Ingest: live states in %s, event log %s", type(ingestor.store).__name__, settings.event_log_path
+    )
+    return ingestor
 
 
 @contextlib.contextmanager

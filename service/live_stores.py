@@ -1,0 +1,161 @@
+"""Where customers' live records are kept: one key per customer, changed by compare-and-set.
+
+Chosen by the Feast repo's online store (:func:`state_store_for`), so the live states sit
+with the features they will be served beside:
+
+* Redis: key ``nudge:{<customer_id>}:state``. The braces are a hash tag: every key nudge may
+  add per customer lands in the same Redis Cluster slot, so a multi-key transaction on one
+  customer stays possible there. Compare-and-set is WATCH, GET, MULTI/SET/EXEC: EXEC fails if
+  another client changed the key after WATCH, and the caller retries.
+* SQLite: a table of nudge's own in its own file beside the online store's (Feast owns its
+  file and may rebuild it on ``feast apply``), one ``BEGIN IMMEDIATE`` transaction per
+  compare-and-set: the write lock is taken before the read, so no other writer can interleave.
+  WAL mode, so Ingest's commits do not block readers; ``synchronous=FULL``, so a commit is on
+  disk when Ingest answers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from service.ingest import IngestUnavailable, StateStore
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+LIVE_DB = "nudge_live.db"  # the SQLite store's file, in the online store's directory
+_SQLITE_PARAMS = 500  # customers per SELECT (SQLite's default limit is 999 parameters)
+
+
+def redis_key(customer_id: str) -> bytes:
+    return b"nudge:{" + customer_id.encode() + b"}:state"
+
+
+class RedisStateStore:
+    """Live records in Redis (see the module docstring)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def read(self, customer_ids: Sequence[str]) -> dict[str, bytes]:
+        """One pipelined round trip of GETs (not MGET: on a cluster the keys span slots)."""
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for customer_id in customer_ids:
+                    pipe.get(redis_key(customer_id))
+                values = pipe.execute()
+        except redis.RedisError as exc:
+            raise IngestUnavailable(f"Redis live state store: {exc}") from exc
+        return {cid: value for cid, value in zip(customer_ids, values, strict=True) if value is not None}
+
+    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
+        key = redis_key(customer_id)
+        try:
+            with self._client.pipeline() as pipe:
+                pipe.watch(key)
+                if pipe.get(key) != expected:
+                    return False  # leaving the block resets the pipeline: UNWATCH
+                pipe.multi()
+                pipe.set(key, value)
+                pipe.execute()
+                return True
+        except redis.WatchError:
+            return False
+        except redis.RedisError as exc:
+            raise IngestUnavailable(f"Redis live state store: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class SqliteStateStore:
+    """Live records in a SQLite file of nudge's own (see the module docstring).
+
+    One connection, opened with ``check_same_thread=False`` so it may be opened at start-up and
+    used on the server's event-loop thread; calls are not concurrent within a process. Other
+    processes (workers) have their own connections; a writer holding the lock makes a call wait
+    at most ``timeout_s``, then fail with :class:`IngestUnavailable`."""
+
+    def __init__(self, path: Path, timeout_s: float) -> None:
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS live_state "
+                "(customer_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID"
+            )
+        except sqlite3.Error as exc:
+            raise IngestUnavailable(f"SQLite live state store {path}: {exc}") from exc
+
+    def read(self, customer_ids: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        try:
+            for start in range(0, len(customer_ids), _SQLITE_PARAMS):
+                chunk = customer_ids[start : start + _SQLITE_PARAMS]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT customer_id, record FROM live_state WHERE customer_id IN ({marks})", chunk
+                )
+                found.update(rows.fetchall())
+        except sqlite3.Error as exc:
+            raise IngestUnavailable(f"SQLite live state store {self.path}: {exc}") from exc
+        return found
+
+    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT record FROM live_state WHERE customer_id = ?", (customer_id,)
+                ).fetchone()
+                if (None if row is None else row[0]) != expected:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("INSERT OR REPLACE INTO live_state VALUES (?, ?)", (customer_id, value))
+                conn.execute("COMMIT")
+                return True
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise IngestUnavailable(f"SQLite live state store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class UnsupportedStore(RuntimeError):
+    """The repo's online store has no live state store yet: Ingest is not served."""
+
+
+def state_store_for(store: FeatureStore, timeout_s: float) -> StateStore:
+    """The live state store beside this repo's online store: Redis (a single node, through the
+    connection string Feast uses) or SQLite (a file next to Feast's)."""
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+
+    from service.online.redis_store import redis_client
+
+    config = store.config
+    online = config.online_store
+    if isinstance(online, RedisOnlineStoreConfig) and online.redis_type == RedisType.redis:
+        return RedisStateStore(redis_client(online.connection_string, timeout_s))
+    if isinstance(online, SqliteOnlineStoreConfig):
+        return SqliteStateStore(Path(SqliteOnlineStore._get_db_path(config)).with_name(LIVE_DB), timeout_s)
+    kind = str(getattr(online, "type", type(online).__name__))
+    if isinstance(online, RedisOnlineStoreConfig):
+        kind += f" ({online.redis_type.value})"
+    raise UnsupportedStore(
+        f"no live state store for the online store {kind}: SQLite and single-node Redis are supported"
+    )

@@ -1,0 +1,210 @@
+"""The live state stores against a real redis-server (the session's own) and a real SQLite
+file: compare-and-set semantics, the key layout, failures as IngestUnavailable, and two
+processes ingesting interleaved events for the same customers with no update lost."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import redis
+
+from service.config import Settings
+from service.ingest import (
+    EventLog,
+    IngestEvent,
+    Ingestor,
+    IngestUnavailable,
+    StateStore,
+    decode_record,
+)
+from service.live_stores import (
+    RedisStateStore,
+    SqliteStateStore,
+    UnsupportedStore,
+    redis_key,
+    state_store_for,
+)
+from service.online.redis_store import redis_client
+from tests.support.stack import RedisServer, free_port
+
+CLOCK = datetime(2026, 3, 27, 9, 30, tzinfo=UTC)
+TIMEOUT_S = 5.0  # generous: the concurrency test's writers queue for each other's fsyncs
+
+
+def open_store(kind: str, where: str, timeout_s: float = TIMEOUT_S) -> StateStore:
+    """A store of its own (own connection): also what each worker process opens."""
+    if kind == "redis":
+        return RedisStateStore(redis_client(where, timeout_s))
+    return SqliteStateStore(Path(where), timeout_s)
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(kind, address or file). Redis is shared by the session: tests use customer ids of their
+    own (``prefix``) and never flush it."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return "redis", server.address
+    return "sqlite", str(tmp_path / "nudge_live.db")
+
+
+@pytest.fixture
+def store(where: tuple[str, str]) -> Iterator[StateStore]:
+    opened = open_store(*where)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+def test_compare_and_set_writes_only_over_what_was_read(store: StateStore, prefix: str) -> None:
+    a, b = prefix + "a", prefix + "b"
+    assert store.read([a, b]) == {}
+    assert store.compare_and_set(a, None, b"v1")
+    assert not store.compare_and_set(a, None, b"other")  # created meanwhile: not overwritten
+    assert not store.compare_and_set(a, b"stale", b"other")
+    assert store.compare_and_set(a, b"v1", b"v2")
+    assert store.read([a, b]) == {a: b"v2"}
+
+
+def test_reads_many_customers_at_once(store: StateStore, prefix: str) -> None:
+    ids = [f"{prefix}{i}" for i in range(1200)]  # beyond one SQLite statement's parameters
+    for cid in ids[::7]:
+        assert store.compare_and_set(cid, None, cid.encode())
+    assert store.read(ids) == {cid: cid.encode() for cid in ids[::7]}
+
+
+def test_ingest_through_a_real_store(store: StateStore, prefix: str, tmp_path: Path) -> None:
+    core = Ingestor(store, EventLog(tmp_path / "events.jsonl"), Settings())
+    cid = prefix + "c"
+    batch = [
+        IngestEvent(
+            "e1", cid, CLOCK - timedelta(hours=1), "purchase", amount=20.0, time_zone="Europe/Berlin"
+        ),
+        IngestEvent("e1", cid, CLOCK - timedelta(hours=1), "purchase", amount=20.0),
+        IngestEvent("e2", cid, CLOCK - timedelta(minutes=5), "site_visit"),
+    ]
+    assert [r.outcome.value for r in core.ingest(batch, clock=CLOCK)] == ["APPLIED", "DUPLICATE", "APPLIED"]
+    assert [r.outcome.value for r in core.ingest(batch[1:], clock=CLOCK)] == ["DUPLICATE", "DUPLICATE"]
+    record = decode_record(store.read([cid])[cid])
+    assert record.state.time_zone == "Europe/Berlin"
+    assert (record.state.purchase_count, record.state.amount_total) == (1, 20.0)
+    assert list(record.recent) == ["e1", "e2"]
+
+
+def test_redis_key_is_one_per_customer_with_its_hash_tag(redis_server: RedisServer, prefix: str) -> None:
+    store = RedisStateStore(redis_client(redis_server.address, TIMEOUT_S))
+    cid = prefix + "x"
+    assert store.compare_and_set(cid, None, b"v")
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    assert redis_key(cid) == f"nudge:{{{cid}}}:state".encode()
+    assert client.get(f"nudge:{{{cid}}}:state") == b"v"
+    client.close()
+    store.close()
+
+
+def test_an_online_store_without_a_live_state_store_is_named() -> None:
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
+
+    online = RedisOnlineStoreConfig(redis_type=RedisType.redis_cluster, connection_string="127.0.0.1:7000")
+    feast_store = SimpleNamespace(config=SimpleNamespace(online_store=online))
+    with pytest.raises(
+        UnsupportedStore, match=r"online store redis \(redis_cluster\): SQLite and single-node"
+    ):
+        state_store_for(feast_store, TIMEOUT_S)  # type: ignore[arg-type]
+
+
+def test_unreachable_redis_is_unavailable() -> None:
+    store = RedisStateStore(redis_client(f"127.0.0.1:{free_port()}", 0.05))
+    with pytest.raises(IngestUnavailable, match="Redis live state store"):
+        store.read(["c"])
+    with pytest.raises(IngestUnavailable, match="Redis live state store"):
+        store.compare_and_set("c", None, b"v")
+
+
+def test_locked_sqlite_is_unavailable_after_the_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "nudge_live.db"
+    store = SqliteStateStore(path, 0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        assert store.read(["c"]) == {}  # WAL: reads go on
+        with pytest.raises(IngestUnavailable, match="database is locked"):
+            store.compare_and_set("c", None, b"v")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.compare_and_set("c", None, b"v")
+    store.close()
+
+
+# --------------------------------------------------------------------------- no lost update
+
+ROUNDS = 40
+
+
+def _worker(
+    kind: str, where: str, log_path: str, batches: list[list[IngestEvent]], start_at: float
+) -> list[str]:
+    """One writer process: its own connection, its own Ingestor, the shared log file."""
+    core = Ingestor(open_store(kind, where), EventLog(Path(log_path)), Settings())
+    time.sleep(max(start_at - time.time(), 0.0))  # both start together, after their imports
+    outcomes = [r.outcome.value for batch in batches for r in core.ingest(batch, clock=CLOCK)]
+    core.close()
+    return outcomes
+
+
+def test_two_processes_interleaving_events_lose_no_update(
+    where: tuple[str, str], prefix: str, tmp_path: Path
+) -> None:
+    """Both processes send their own purchases and the same shared ones for the same three
+    customers, all at one instant (so none is LATE): each customer must end with every own
+    purchase of both and each shared one once, whoever won each race."""
+    customers = [f"{prefix}{i}" for i in range(3)]
+    log = tmp_path / "events.jsonl"
+
+    def batches(worker: str) -> list[list[IngestEvent]]:
+        return [
+            [
+                IngestEvent(event_id, cid, CLOCK, "purchase", amount=1.0)
+                for cid in customers
+                for event_id in (f"{worker}-{k}", f"shared-{k}")
+            ]
+            for k in range(ROUNDS)
+        ]
+
+    start_at = time.time() + 3.0
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, *where, str(log), batches(w), start_at) for w in ("a", "b")]
+        outcomes = [outcome for f in futures for outcome in f.result(timeout=120)]
+
+    store = open_store(*where)
+    records = {cid: decode_record(raw) for cid, raw in store.read(customers).items()}
+    store.close()
+    expected = 3 * ROUNDS  # a-k, b-k and shared-k for every k
+    for cid in customers:
+        assert records[cid].state.purchase_count == expected, cid
+        assert records[cid].state.amount_total == float(expected)
+        assert len(records[cid].recent) == expected
+    assert outcomes.count("APPLIED") == expected * len(customers)
+    assert outcomes.count("DUPLICATE") == ROUNDS * len(customers)  # each shared one, by the loser
+    # Every applied event is in the log (at least once: a lost round may have logged it too).
+    lines = {(line["customer_id"], line["event_id"]) for line in _lines(log)}
+    assert lines == {(cid, event_id) for cid in customers for event_id in records[cid].recent}
+
+
+def _lines(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
