@@ -17,7 +17,7 @@ import pytest
 from nudge.cli import main
 from nudge.contract.manifest import ManifestError
 from service.models import load_latest
-from tests.support.stack import BIN, copy_feature_repo, run_cli
+from tests.support.stack import BIN, copy_feature_repo, features_applied, run_cli
 from training.cdnow import LOCAL_HOUR, TIME_ZONE, cdnow_path, convert, read_cdnow
 from training.events import load_event_data
 from training.report import summary_table
@@ -65,9 +65,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     data, repo = root / "data", copy_feature_repo(root / "repo")
     nudge = str(BIN / "nudge")
     run_cli(nudge, "import-cdnow", "--out", str(data), "--max-customers", str(SUBSET))
-    events, customers = data / "events.parquet", data / "customers.parquet"
-    run_cli(nudge, "features", "--events", str(events), "--customers", str(customers), "--repo", str(repo))
-    run_cli(str(BIN / "feast"), "-c", str(repo), "apply")
+    events, customers = features_applied(data, repo)
     return train(
         repo=repo,
         models_dir=root / "models",

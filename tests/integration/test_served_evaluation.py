@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support.stack import BIN, copy_feature_repo, run_cli, utc
+from tests.support.stack import BIN, copy_feature_repo, features_applied, run_cli, utc
 from training.served import ViewTable, as_served, random_pairs
 from training.train import Limits, TrainResult, train
 
@@ -27,9 +27,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     nudge = str(BIN / "nudge")
     simulate = ("--customers", "400", "--days", "120", "--seed", "5", "--start", "2024-01-03")
     run_cli(nudge, "simulate", *simulate, "--out", str(data))
-    events, customers = data / "events.parquet", data / "customers.parquet"
-    run_cli(nudge, "features", "--events", str(events), "--customers", str(customers), "--repo", str(repo))
-    run_cli(str(BIN / "feast"), "-c", str(repo), "apply")
+    events, customers = features_applied(data, repo)
     return train(
         repo=repo,
         models_dir=root / "models",

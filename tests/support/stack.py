@@ -166,6 +166,24 @@ class Stack:
         return self.data / "customers.parquet"
 
 
+def features_applied(data: Path, repo: Path) -> tuple[Path, Path]:
+    """`nudge features` on ``data``'s events and customers into ``repo``, then `feast apply`:
+    a repo ready for `nudge train`. Returns the events and customers paths."""
+    events, customers = data / "events.parquet", data / "customers.parquet"
+    run_cli(
+        str(BIN / "nudge"),
+        "features",
+        "--events",
+        str(events),
+        "--customers",
+        str(customers),
+        "--repo",
+        str(repo),
+    )
+    run_cli(str(BIN / "feast"), "-c", str(repo), "apply")
+    return events, customers
+
+
 def materialize(repo: Path) -> None:
     """`feast apply` then `feast materialize-incremental <now>`, as README tells users."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
