@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "Train, evaluate and export both models from the Feast repo."),
     "serve": ("service.server", "Run the gRPC scoring server."),
     "score": ("nudge.client.score", "Score customers against a running server."),
+    "ingest": ("nudge.client.ingest", "Replay an events file through a running server's Ingest API."),
     "bench": ("nudge.client.bench", "Load-test a server the way ghz does; compare feature paths."),
     "demo": ("nudge.demo", "Simulate, build features, train, serve and score, end to end."),
 }

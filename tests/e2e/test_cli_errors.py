@@ -150,6 +150,16 @@ ONE_LINE = [
     pytest.param(["score", "--quiet", "late", "c1"], ["--quiet", "22-7"], id="score-bad-quiet-hours"),
     pytest.param(["score", "--tls-ca", "{missing}", "c1"], ["{missing}"], id="score-ca-missing"),
     pytest.param(
+        ["ingest", "--events", "{missing}"],
+        ["--events {missing}", "no such file"],
+        id="ingest-events-missing",
+    ),
+    pytest.param(
+        ["ingest", "--events", "{file}"],
+        ["{file}", "not a readable Parquet or CSV"],
+        id="ingest-events-not-a-table",
+    ),
+    pytest.param(
         ["bench", "--ids", "{missing}"], ["--ids {missing}", "no such file"], id="bench-ids-missing"
     ),
     pytest.param(
@@ -178,6 +188,10 @@ def test_bad_input_is_one_line_naming_the_problem(argv: list[str], named: list[s
 def test_nothing_listening_is_one_line(tmp_path: Path) -> None:
     result = nudge("score", "--target", f"127.0.0.1:{free_port()}", "--timeout", "2", "c1", cwd=tmp_path)
     assert_one_line(result, "score", "UNAVAILABLE")
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,event_timestamp,event_type,amount\nc1,2026-01-05T10:00:00Z,site_visit,\n")
+    result = nudge("ingest", "--events", str(events), "--target", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert_one_line(result, "ingest", "UNAVAILABLE")
 
 
 def test_a_bad_environment_setting_names_the_variable(place: Place) -> None:

@@ -1,0 +1,59 @@
+"""`nudge ingest` replays an events file through a real server's Ingest API, idempotently."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from tests.support.stack import BIN, ServerProcess, Stack
+
+
+def events_file(root: Path) -> tuple[Path, Path]:
+    """Ten recent events of three customers, out of time order, with a repeated row."""
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    rows = [
+        ("cli-a", base + timedelta(minutes=50), "purchase", 20.0),
+        ("cli-a", base, "site_visit", None),
+        ("cli-b", base + timedelta(minutes=5), "cart_add", None),
+        ("cli-b", base + timedelta(minutes=5), "cart_add", None),  # the same row twice: two events
+        ("cli-b", base + timedelta(minutes=30), "purchase", 7.5),
+        ("cli-c", base + timedelta(minutes=1), "email_send", None),
+        ("cli-c", base + timedelta(minutes=2), "email_open", None),
+        ("cli-c", base + timedelta(minutes=9), "teleport", None),  # rejected by the server
+        ("cli-a", base + timedelta(minutes=70), "push_open", None),
+        ("cli-c", base + timedelta(minutes=40), "purchase", 3.0),
+    ]
+    events = pd.DataFrame(rows, columns=["customer_id", "event_timestamp", "event_type", "amount"])
+    customers = pd.DataFrame(
+        {"customer_id": ["cli-a", "cli-b", "cli-c"], "time_zone": ["Asia/Tokyo", "UTC", "Europe/Berlin"]}
+    )
+    events.to_parquet(root / "events.parquet")
+    customers.to_parquet(root / "customers.parquet")
+    return root / "events.parquet", root / "customers.parquet"
+
+
+def ingest(server: ServerProcess, events: Path, customers: Path) -> dict[str, object]:
+    argv = [str(BIN / "nudge"), "ingest", "--events", str(events), "--customers", str(customers)]
+    argv += ["--target", server.target, "--batch-size", "4", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "10/10 events (100 %)" in done.stderr  # the progress line
+    return json.loads(done.stdout)
+
+
+def test_replay_applies_every_valid_event_once(stack: Stack, tmp_path: Path) -> None:
+    events, customers = events_file(tmp_path)
+    log = tmp_path / "events.log.jsonl"
+    with ServerProcess(stack, "--event-log", str(log)) as server:
+        first = ingest(server, events, customers)
+        again = ingest(server, events, customers)
+    assert (first["applied"], first["rejected"], first["late"], first["duplicate"]) == (9, 1, 0, 0)
+    assert first["top_reasons"] and "teleport" in next(iter(first["top_reasons"]))  # type: ignore[call-overload]
+    assert (again["applied"], again["duplicate"], again["rejected"]) == (0, 9, 1), "a replay changes nothing"
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len({(e["customer_id"], e["event_id"]) for e in logged}) == 9
+    assert {e["time_zone"] for e in logged if e["customer_id"] == "cli-a"} == {"Asia/Tokyo"}
