@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc
@@ -40,6 +40,7 @@ from service.ingest import (
     Outcome,
 )
 from service.scorer import InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
+from service.zones import TABLE_END_S, TABLE_START_S
 
 log = logging.getLogger("nudge.grpc")
 
@@ -59,21 +60,19 @@ _STATUS = {
 }
 
 
-# Hostile-input guard (tests/integration/test_hostile_input.py): times outside the range the policy plans
-# in (and beyond it, outside what datetime holds) must be INVALID_ARGUMENT, not INTERNAL.
-_EARLIEST_S = 0  # 1970-01-01T00:00:00Z
-_LATEST_S = 4102444800  # 2100-01-01T00:00:00Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _time(ts: Timestamp, present: bool, name: str = "time") -> datetime | None:
+    """The request's time, exact to the microsecond (nanoseconds truncated, as the batch floors
+    event times). Hostile-input guard (tests/integration/test_hostile_input.py): times outside
+    the range the policy plans in (and beyond it, outside what datetime holds) are
+    INVALID_ARGUMENT, not INTERNAL."""
     if not present:
         return None
-    if not _EARLIEST_S <= ts.seconds <= _LATEST_S or not 0 <= ts.nanos <= 999_999_999:
+    if not TABLE_START_S <= ts.seconds <= TABLE_END_S or not 0 <= ts.nanos <= 999_999_999:
         raise InvalidQuery(f"{name} must be a valid time between 1970-01-01 and 2100-01-01 UTC")
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def _set_time(stamp: Timestamp, when: datetime) -> None:

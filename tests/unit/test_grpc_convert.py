@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from nudge.v1 import scoring_pb2 as pb
 from service.grpc_api import to_queries, to_query, to_response
@@ -87,3 +88,11 @@ def test_a_suppressed_result_has_no_send_time() -> None:
     response = to_response(ScoreResult("c", 0.01, 14, plan, {}, FeatureStatus.MISSING, 0.0, "UNSPECIFIED"))
     assert not response.HasField("best_send_time") and response.best_send_time_local == ""
     assert response.decision == pb.DECISION_SUPPRESS and response.time_zone_defaulted
+
+
+def test_request_times_are_exact_not_rounded_through_a_float() -> None:
+    """A float of seconds since 1970 cannot hold nanoseconds: 20.9999998 s became 21 s."""
+    late = pb.ScoreRequest(customer_id="c", now=Timestamp(seconds=1_700_000_000, nanos=999_999_800))
+    now = to_query(late).now
+    assert now is not None
+    assert now == datetime(2023, 11, 14, 22, 13, 20, 999_999, tzinfo=UTC)
