@@ -216,3 +216,13 @@ def _operations_problems(settings: Settings) -> list[str]:
     if settings.tracing_exporter not in ("otlp", "console"):
         problems.append("tracing_exporter must be 'otlp' or 'console'")
     return problems
+
+
+def id_problem(name: str, value: str, limit: int) -> str | None:
+    """What is wrong with a caller's id (empty or blank, longer than ``limit``), or None: the one
+    rule Score and Ingest apply to the ids they are sent."""
+    if not value.strip():
+        return f"{name} is empty"
+    if len(value) > limit:
+        return f"{name} is {len(value)} characters; the limit is {limit}"
+    return None

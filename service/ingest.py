@@ -39,10 +39,9 @@ import json
 import math
 import os
 import struct
-import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -55,8 +54,10 @@ from nudge.contract.live_state import (
     from_bytes,
     new_state,
     to_bytes,
+    whole_seconds,
 )
-from service.config import Settings
+from service.config import Settings, id_problem
+from service.zones import known_zone_table
 
 # Recent applied event ids kept per customer for dedupe. Correctness (never applying an event
 # twice) needs only the ids at the newest applied second, which are never dropped: an older
@@ -107,10 +108,6 @@ class Counts:
         applied = sum(r.outcome is Outcome.APPLIED for r in results)
         duplicates = sum(r.outcome is Outcome.DUPLICATE for r in results)
         return cls(applied, duplicates, len(results) - applied - duplicates)
-
-
-class InvalidBatch(ValueError):
-    """The call as a whole cannot be taken (too many events); nothing was applied."""
 
 
 class IngestUnavailable(RuntimeError):
@@ -279,7 +276,6 @@ class Ingestor:
         self.store = store
         self.log = log
         self.settings = settings
-        self._skew = timedelta(seconds=settings.ingest_max_skew_seconds)
 
     def close(self) -> None:
         self.store.close()
@@ -287,9 +283,6 @@ class Ingestor:
 
     def ingest(self, events: Sequence[IngestEvent], clock: datetime | None = None) -> list[EventResult]:
         """One result per event, in request order (see the module docstring)."""
-        limit = self.settings.max_batch
-        if len(events) > limit:
-            raise InvalidBatch(f"batch of {len(events)} events exceeds the limit of {limit}")
         clock = clock or datetime.now(UTC)
         results: list[EventResult | None] = [None] * len(events)
         pending: dict[str, list[_Pending]] = {}
@@ -299,7 +292,7 @@ class Ingestor:
                 results[index] = EventResult(event.event_id, Outcome.REJECTED, problem)
                 continue
             assert event.event_time is not None
-            second = _second(event.event_time)
+            second = whole_seconds(event.event_time, up=False)
             pending.setdefault(event.customer_id, []).append(_Pending(index, event, second))
         for items in pending.values():
             items.sort(key=lambda p: p.second)  # stable: equal times keep request order
@@ -387,45 +380,27 @@ class Ingestor:
     def _problem(self, event: IngestEvent, clock: datetime) -> str | None:
         """Why an event cannot be applied on its own merits, or None."""
         for name in ("event_id", "customer_id"):
-            value: str = getattr(event, name)
-            if not value.strip():
-                return f"{name} is empty"
-            if len(value) > self.settings.max_id_length:
-                return f"{name} is {len(value)} characters; the limit is {self.settings.max_id_length}"
+            problem = id_problem(name, getattr(event, name), self.settings.max_id_length)
+            if problem is not None:
+                return problem
         if event.event_type not in EVENT_TYPES:
             return f"unknown event_type {event.event_type[:64]!r}; expected one of {', '.join(EVENT_TYPES)}"
         if event.event_time is None:
             return "event_time is missing"
         ahead = (event.event_time - clock).total_seconds()
-        if ahead > self._skew.total_seconds():
+        if ahead > self.settings.ingest_max_skew_seconds:
             return (
                 f"event_time is {ahead:.0f} s ahead of the server clock; "
-                f"the limit is {self._skew.total_seconds():.0f} s"
+                f"the limit is {self.settings.ingest_max_skew_seconds:.0f} s"
             )
         if event.event_type == "purchase":
             if event.amount is None:
                 return "a purchase needs an amount"
             if not math.isfinite(event.amount) or event.amount < 0:
                 return f"amount must be finite and >= 0, got {event.amount}"
-        if event.time_zone is not None and not _known_zone(event.time_zone):
+        if event.time_zone is not None and known_zone_table(event.time_zone) is None:
             return f"unknown time_zone {event.time_zone[:64]!r}; expected an IANA name such as Europe/Berlin"
         return None
-
-
-def _known_zone(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory, a too long name
-        return False
-    return True
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _second(when: datetime) -> int:
-    """Whole Unix seconds, rounded down as the live state and the batch read event times."""
-    return (when - _EPOCH) // timedelta(seconds=1)
 
 
 def _iso(second: int | None) -> str:

@@ -142,19 +142,17 @@ class UnsupportedStore(RuntimeError):
 def state_store_for(store: FeatureStore, timeout_s: float) -> StateStore:
     """The live state store beside this repo's online store: Redis (a single node, through the
     connection string Feast uses) or SQLite (a file next to Feast's)."""
-    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
-
+    from service.online.readers import direct_store
     from service.online.redis_store import redis_client
 
-    config = store.config
-    online = config.online_store
-    if isinstance(online, RedisOnlineStoreConfig) and online.redis_type == RedisType.redis:
-        return RedisStateStore(redis_client(online.connection_string, timeout_s))
-    if isinstance(online, SqliteOnlineStoreConfig):
-        return SqliteStateStore(Path(SqliteOnlineStore._get_db_path(config)).with_name(LIVE_DB), timeout_s)
+    direct = direct_store(store)
+    if direct is not None and direct.redis is not None:
+        return RedisStateStore(redis_client(direct.redis, timeout_s))
+    if direct is not None and direct.sqlite is not None:
+        return SqliteStateStore(direct.sqlite.with_name(LIVE_DB), timeout_s)
+    online = store.config.online_store
     kind = str(getattr(online, "type", type(online).__name__))
-    if isinstance(online, RedisOnlineStoreConfig):
+    if getattr(online, "redis_type", None) is not None:
         kind += f" ({online.redis_type.value})"
     raise UnsupportedStore(
         f"no live state store for the online store {kind}: SQLite and single-node Redis are supported"

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from service.config import Settings
+from service.config import Settings, id_problem
 from service.models import ModelSet
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
 from service.policy import PlanQuery, PolicyConfig, PolicyInputError, SendPlan, plan_send_batch
@@ -195,13 +195,9 @@ class Scorer:
         return found
 
     def _resolve(self, query: ScoreQuery, clock: datetime) -> _Resolved | InvalidQuery:
-        cid = query.customer_id
-        if not cid or not cid.strip():
-            return InvalidQuery("customer_id is empty")
-        if len(cid) > self.settings.max_id_length:
-            return InvalidQuery(
-                f"customer_id is {len(cid)} characters; the limit is {self.settings.max_id_length}"
-            )
+        problem = id_problem("customer_id", query.customer_id, self.settings.max_id_length)
+        if problem is not None:
+            return InvalidQuery(problem)
         # Window and quiet-hour checks live in the policy (PolicyInputError → InvalidQuery).
         now = query.now or clock
         start = query.window_start or now

@@ -74,14 +74,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nudge.contract.events import ENGAGEMENT_TYPES, EVENT_TYPES
+from nudge.contract.features import HISTOGRAMS_VIEW, STATS_VIEW
 from nudge.contract.live_state import BURST_GAP, COUNT_HALF_LIFE, DAY, DECIDE_WINDOW, HIST_HALF_LIFE
 from nudge.contract.week import HOURS_PER_WEEK, local_hour_of_week
 from nudge.inputs import UserError, check, positive_int, unwritable_dir, user_errors
 from training.events import load_event_data, missing_files, validate
 from training.feature_tables import TIMESTAMP, FeatureTables, feature_tables
 
-STATS_TABLE = "customer_stats"
-HISTOGRAMS_TABLE = "customer_time_histograms"
+STATS_TABLE, HISTOGRAMS_TABLE = STATS_VIEW, HISTOGRAMS_VIEW  # each view's table is named after it
 Progress = Callable[[str], None]
 
 
@@ -395,20 +395,15 @@ def _stats_table(
     features |= _purchase_features(history, grid)
     features |= _engagement_features(engagements, grid, reference=int(grid.s.max()))
     features |= _channel_features(history, grid)
-    computed = {name: _float32(values) for name, values in features.items()}
+    computed = {
+        name: pa.array(values.astype(np.float32), from_pandas=True) for name, values in features.items()
+    }
     computed["time_zone"] = people.zones.take(grid.cust)
     keys = [people.ids.take(grid.cust), _timestamps(grid.s)]
     return pa.Table.from_arrays(_columns(schema, keys, computed), schema=schema)
 
 
-def _float32(values: np.ndarray) -> Callable[[], pa.Array]:
-    """A float32 column made only if the view asks for it (NaN: null)."""
-    return lambda: pa.array(values.astype(np.float32), from_pandas=True)
-
-
-def _columns(
-    schema: pa.Schema, keys: list[pa.Array], computed: dict[str, pa.Array | Callable[[], pa.Array]]
-) -> list[pa.Array]:
+def _columns(schema: pa.Schema, keys: list[pa.Array], computed: dict[str, pa.Array]) -> list[pa.Array]:
     """The keys, then each feature the view declares, in its order; a feature the pipeline
     does not compute is the user's to fix (a definition without a computation)."""
     names = FeatureTables.features(schema)
@@ -418,7 +413,7 @@ def _columns(
             f"feature_repo defines {', '.join(unknown)}, which nudge features does not compute: "
             "add the computation to training/features.py, or remove the field from the view"
         )
-    return [*keys, *(c() if callable(c) else c for c in (computed[name] for name in names))]
+    return [*keys, *(computed[name] for name in names)]
 
 
 def _purchase_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from nudge.contract.features import STATS_VIEW
 from training.evaluate import calibration_curve, lift_by_decile
 from training.labels import HOURS
 
@@ -126,7 +127,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
 def served_summary(served: Mapping[str, Any]) -> str:
     """One line of the ``served`` block: what weekly snapshots cost at serving time."""
     p, s = served["propensity"], served["send_time"]
-    age = p["mean_snapshot_age_days"].get("customer_stats")
+    age = p["mean_snapshot_age_days"].get(STATS_VIEW)
     send_time = (
         "send time n/a"
         if not_applicable(s)

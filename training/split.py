@@ -82,8 +82,8 @@ def make_split(
     if selection and selection[0] + horizon >= test[0]:
         # Scored selection engagements are [selection[0], test[0] - H): with short data the
         # share above can leave that empty; start it at the last cutoff before its end.
-        before = [t for t in train if t + horizon < test[0]]
-        selection = train[train.index(before[-1]) :] if before else []
+        before = sum(t + horizon < test[0] for t in train)  # train is sorted: a prefix
+        selection = train[before - 1 :] if before else []
     if not selection or not any(t + horizon <= selection[0] for t in train):
         days = (data_end - data_start) / pd.Timedelta(days=1)
         raise ValueError(

@@ -40,7 +40,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nudge.contract.features import PROPENSITY_SERVICE, SEND_TIME_SERVICE
+from nudge.contract.features import (  # its snapshots: the propensity cutoffs
+    PROPENSITY_SERVICE,
+    SEND_TIME_SERVICE,
+    STATS_VIEW,
+)
 from nudge.contract.week import HOURS_PER_WEEK
 from nudge.inputs import (
     UserError,
@@ -63,7 +67,6 @@ if TYPE_CHECKING:
     from training.report import Plots
     from training.split import TimeSplit
 
-STATS_VIEW = "customer_stats"  # its snapshot times are the propensity cutoffs
 SEND_TIME_LATENCY_BUDGET_MS = 0.2
 PLOTTED_CUSTOMERS = 3
 WEIGHT_LEVELS = (0, 1, 5, 20, 50, 100)  # engagement counts at which the report shows the mixture weights
@@ -272,7 +275,7 @@ def prepare(
     from training.events import load_event_data
     from training.split import make_split
 
-    quiet_known_warnings()  # ibis and skl2onnx deprecations, made visible by importing Feast
+    quiet_known_warnings()  # skl2onnx deprecations, made visible by importing Feast
     clock = _Clock()
     data = load_event_data(events_path, customers_path)
     events, customers = data.events, data.customers

@@ -5,3 +5,6 @@ feature-path bench read them online."""
 PROPENSITY_SERVICE = "propensity_v1"
 SEND_TIME_SERVICE = "send_time_v1"
 SERVICES = (PROPENSITY_SERVICE, SEND_TIME_SERVICE)
+# The two feature views the pipeline writes and both models read (feature_repo/definitions.py).
+STATS_VIEW = "customer_stats"
+HISTOGRAMS_VIEW = "customer_time_histograms"

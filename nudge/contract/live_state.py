@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nudge.contract.events import ENGAGEMENT_TYPES, EVENT_TYPES
+from nudge.contract.features import HISTOGRAMS_VIEW, STATS_VIEW
 from nudge.contract.week import EPOCH_HOUR, HOURS_PER_WEEK, hour_of_week
 
 DAY = 86_400  # seconds; times are integer Unix seconds (events rounded down, instants up)
@@ -52,8 +53,7 @@ COUNT_HALF_LIFE = 30 * DAY
 HIST_HALF_LIFE = 60 * DAY
 HORIZON = 90 * DAY  # the longest window: older event times are never needed again
 
-STATS = "customer_stats"
-HISTOGRAMS = "customer_time_histograms"
+STATS, HISTOGRAMS = STATS_VIEW, HISTOGRAMS_VIEW
 _KIND = {name: index for index, name in enumerate(EVENT_TYPES)}
 _ENGAGEMENT = frozenset(_KIND[name] for name in ENGAGEMENT_TYPES)
 _PURCHASE, _SITE_VISIT, _CART_ADD = _KIND["purchase"], _KIND["site_visit"], _KIND["cart_add"]
@@ -114,13 +114,13 @@ class CustomerState:
 def new_state(customer_id: str, time_zone: str, signup: Instant | None = None) -> CustomerState:
     """The state of a customer before any event; ``time_zone`` is an IANA name (checked)."""
     zoneinfo.ZoneInfo(time_zone)  # raises ZoneInfoNotFoundError on an unknown zone
-    return CustomerState(customer_id, time_zone, None if signup is None else _seconds(signup, up=False))
+    return CustomerState(customer_id, time_zone, None if signup is None else whole_seconds(signup, up=False))
 
 
 def apply(state: CustomerState, event: Event) -> None:
     """Fold one event into the state (in place). Events must come in time order (equal times
     allowed); an older one raises :class:`LateEventError`."""
-    t = _seconds(event.at, up=False)
+    t = whole_seconds(event.at, up=False)
     kind = _KIND.get(event.event_type)
     if kind is None:
         raise ValueError(f"unknown event_type {event.event_type!r}; expected one of {', '.join(EVENT_TYPES)}")
@@ -231,7 +231,7 @@ def finalise(state: CustomerState, now: Instant) -> dict[str, object]:
     the time zone as text, histograms as float32 arrays. ``now`` (rounded up to a whole
     second) must be after the newest applied event: an event at or after ``now`` would count.
     """
-    s = _seconds(now, up=True)
+    s = whole_seconds(now, up=True)
     if state.last_event is not None and s <= state.last_event:
         raise ValueError(
             f"customer {state.customer_id}: finalise at {s} is not after the newest applied event "
@@ -335,7 +335,7 @@ def _histograms(state: CustomerState) -> dict[str, object]:
     }
 
 
-def _seconds(at: Instant, *, up: bool) -> int:
+def whole_seconds(at: Instant, *, up: bool) -> int:
     """Whole Unix seconds: events round down (as the batch reads them), instants round up, so
     an event is before an instant exactly when its whole second is."""
     if isinstance(at, datetime):

@@ -20,7 +20,9 @@ EPOCH_HOUR = -96
 def hour_of_week(local_hours: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Slot of each local wall-clock time, given as hours since Monday 1970-01-05 00:00 local
     (whole or fractional; a fraction belongs to the hour it is in)."""
-    return np.floor(local_hours).astype(np.int64) % HOURS_PER_WEEK
+    hours = np.asarray(local_hours)
+    whole = hours if hours.dtype.kind in "iu" else np.floor(hours).astype(np.int64)
+    return whole % HOURS_PER_WEEK  # whole hours (the policy's) need no float round trip
 
 
 def local_hour_of_week(unix_seconds: npt.NDArray[np.integer], zones: npt.ArrayLike) -> npt.NDArray[np.int64]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DirectStore:
+    """Where the repo's online store keeps its rows when nudge reads them itself: one Redis node
+    (Feast's connection string) or a SQLite file. Redis Cluster, Sentinel and other stores
+    have none (the SDK reader serves them; Ingest is not served)."""
+
+    redis: str | None = None
+    sqlite: Path | None = None
+
+
+def direct_store(store: FeatureStore) -> DirectStore | None:
+    """The online store nudge can reach directly, from the repo's config (once, at start-up)."""
+    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+
+    online = store.config.online_store
+    if isinstance(online, RedisOnlineStoreConfig) and online.redis_type == RedisType.redis:
+        return DirectStore(redis=online.connection_string)
+    if isinstance(online, SqliteOnlineStoreConfig):
+        return DirectStore(sqlite=Path(SqliteOnlineStore._get_db_path(store.config)))
+    return None
+
+
 def build_reader(
     store: FeatureStore,
     feature_refs: Sequence[str],
@@ -29,20 +53,15 @@ def build_reader(
 ) -> OnlineFeatureReader:
     """The reader for this store: a direct Redis/SQLite reader when possible, else the SDK's.
 
-    ``fast=False`` forces the SDK reader. Redis Cluster and Sentinel, and any other online
-    store type, are served by the SDK reader.
+    ``fast=False`` forces the SDK reader.
     """
-    from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
-
     layout = build_layout(store, feature_refs)
-    config = store.config
-    online = config.online_store
+    direct = direct_store(store) if fast else None
     reader: OnlineFeatureReader
-    if fast and isinstance(online, RedisOnlineStoreConfig) and online.redis_type == RedisType.redis:
-        reader = RedisFeatureReader(layout, redis_client(online.connection_string, timeout_s))
-    elif fast and isinstance(online, SqliteOnlineStoreConfig):
-        reader = SqliteFeatureReader(layout, Path(SqliteOnlineStore._get_db_path(config)), timeout_s)
+    if direct is not None and direct.redis is not None:
+        reader = RedisFeatureReader(layout, redis_client(direct.redis, timeout_s))
+    elif direct is not None and direct.sqlite is not None:
+        reader = SqliteFeatureReader(layout, direct.sqlite, timeout_s)
     else:
         reader = FeastSdkReader(store, layout)
     logger.info("online features: %s for %d features", type(reader).__name__, len(layout.feature_refs))

@@ -30,12 +30,12 @@ from service.ingest import (
     IngestEvent,
     Ingestor,
     IngestUnavailable,
-    InvalidBatch,
     LiveRecord,
     Outcome,
     decode_record,
     encode_record,
 )
+from tests.support.stack import timestamp
 
 CLOCK = datetime(2026, 3, 27, 9, 30, tzinfo=UTC)
 APPLIED, DUPLICATE, REJECTED, LATE = Outcome.APPLIED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.LATE
@@ -325,13 +325,6 @@ def test_endless_contention_fails_the_call_as_unavailable(store: MemoryStore, lo
     assert rounds == MAX_ROUNDS
 
 
-def test_more_events_than_max_batch_fail_the_whole_call(store: MemoryStore, log_path: Path) -> None:
-    with pytest.raises(InvalidBatch, match="batch of 3 events exceeds the limit of 2"):
-        ingestor(store, log_path, max_batch=2).ingest([event("a"), event("b"), event("c")], clock=CLOCK)
-    assert store.records == {}
-    assert log_path.read_text() == ""
-
-
 def test_an_unwritable_event_log_is_unavailable(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(IngestUnavailable, match="event log"):
@@ -371,17 +364,11 @@ def test_record_of_another_version_is_refused() -> None:
 # --------------------------------------------------------------------------- proto ↔ core
 
 
-def _stamp(when: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
 def test_proto_events_convert_and_an_impossible_time_is_rejected_in_place() -> None:
     request = ingest_pb2.IngestRequest(
         events=[
             ingest_pb2.Event(
-                event_id="a", customer_id="c", event_time=_stamp(CLOCK), event_type="purchase", amount=0.0
+                event_id="a", customer_id="c", event_time=timestamp(CLOCK), event_type="purchase", amount=0.0
             ),
             ingest_pb2.Event(
                 event_id="b", customer_id="c", event_time=Timestamp(seconds=-1), event_type="site_visit"
