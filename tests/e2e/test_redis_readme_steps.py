@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.support.stack import BIN, FEATURE_REPO, ROOT, Stack, start_redis
 
@@ -39,7 +40,9 @@ def online(repo: Path, yaml: str, customers: list[str]) -> pd.DataFrame:
     return frame.set_index("customer_id").sort_index(axis=1)
 
 
-def test_readme_redis_steps_after_a_sqlite_run_serve_every_customer(stack: Stack, tmp_path: Path) -> None:
+def test_readme_redis_steps_after_a_sqlite_run_serve_every_customer(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The stack ran the SQLite default's steps (apply, materialize-incremental) in its repo:
     # copy it whole, registry and online store included, as a user's feature_repo would be.
     repo = tmp_path / "feature_repo"
@@ -56,11 +59,8 @@ def test_readme_redis_steps_after_a_sqlite_run_serve_every_customer(stack: Stack
         stats = pd.read_parquet(repo / "data" / "customer_stats.parquet", columns=["customer_id"])
         customers = sorted(stats["customer_id"].unique())[:50]
         from_sqlite = online(repo, "feature_store.yaml", customers)
-        os.environ["NUDGE_REDIS"] = redis.address  # Feast expands it when it reads the yaml
-        try:
-            from_redis = online(repo, "feature_store.redis.yaml", customers)
-        finally:
-            del os.environ["NUDGE_REDIS"]
+        monkeypatch.setenv("NUDGE_REDIS", redis.address)  # Feast expands it when it reads the yaml
+        from_redis = online(repo, "feature_store.redis.yaml", customers)
     finally:
         redis.stop()
     assert from_sqlite.notna().all(axis=1).sum() > 0, "premise: SQLite serves complete rows"

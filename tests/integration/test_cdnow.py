@@ -17,11 +17,11 @@ import pytest
 from nudge.cli import main
 from nudge.contract.manifest import ManifestError
 from service.models import load_latest
-from tests.support.stack import BIN, copy_feature_repo, features_applied, run_cli
+from tests.support.stack import BIN, run_cli, trained_on
 from training.cdnow import LOCAL_HOUR, TIME_ZONE, cdnow_path, convert, read_cdnow
 from training.events import load_event_data
 from training.report import summary_table
-from training.train import Limits, TrainResult, train
+from training.train import Limits, TrainResult
 
 # The published data set (Fader and Hardie): every purchase of the 1997 Q1 cohort to June 1998.
 CDNOW_LINES = 69_659
@@ -62,18 +62,8 @@ def test_import_command_writes_data_the_pipeline_accepts(raw: pd.DataFrame, tmp_
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     """A CDNOW subset through the real pipeline: import, features, feast apply, train."""
     root = tmp_path_factory.mktemp("cdnow")
-    data, repo = root / "data", copy_feature_repo(root / "repo")
-    nudge = str(BIN / "nudge")
-    run_cli(nudge, "import-cdnow", "--out", str(data), "--max-customers", str(SUBSET))
-    events, customers = features_applied(data, repo)
-    return train(
-        repo=repo,
-        models_dir=root / "models",
-        events_path=events,
-        customers_path=customers,
-        horizon_days=30,
-        limits=Limits().scaled(0.1),
-    )
+    run_cli(str(BIN / "nudge"), "import-cdnow", "--out", str(root / "data"), "--max-customers", str(SUBSET))
+    return trained_on(root / "data", root, horizon_days=30, limits=Limits().scaled(0.1))
 
 
 def test_dates_only_data_reports_send_time_as_not_applicable(trained: TrainResult) -> None:

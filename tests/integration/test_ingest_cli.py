@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,24 +14,24 @@ from tests.support.stack import BIN, ServerProcess, Stack
 
 
 def events_file(root: Path) -> tuple[Path, Path]:
-    """Ten recent events of three customers, out of time order, with a repeated row."""
+    """Ten recent events of three customers new to the session's live store (ids of their own),
+    out of time order, with a repeated row."""
+    a, b, c = (f"cli-{uuid.uuid4().hex[:8]}-{name}" for name in "abc")
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
     rows = [
-        ("cli-a", base + timedelta(minutes=50), "purchase", 20.0),
-        ("cli-a", base, "site_visit", None),
-        ("cli-b", base + timedelta(minutes=5), "cart_add", None),
-        ("cli-b", base + timedelta(minutes=5), "cart_add", None),  # the same row twice: two events
-        ("cli-b", base + timedelta(minutes=30), "purchase", 7.5),
-        ("cli-c", base + timedelta(minutes=1), "email_send", None),
-        ("cli-c", base + timedelta(minutes=2), "email_open", None),
-        ("cli-c", base + timedelta(minutes=9), "teleport", None),  # rejected by the server
-        ("cli-a", base + timedelta(minutes=70), "push_open", None),
-        ("cli-c", base + timedelta(minutes=40), "purchase", 3.0),
+        (a, base + timedelta(minutes=50), "purchase", 20.0),
+        (a, base, "site_visit", None),
+        (b, base + timedelta(minutes=5), "cart_add", None),
+        (b, base + timedelta(minutes=5), "cart_add", None),  # the same row twice: two events
+        (b, base + timedelta(minutes=30), "purchase", 7.5),
+        (c, base + timedelta(minutes=1), "email_send", None),
+        (c, base + timedelta(minutes=2), "email_open", None),
+        (c, base + timedelta(minutes=9), "teleport", None),  # rejected by the server
+        (a, base + timedelta(minutes=70), "push_open", None),
+        (c, base + timedelta(minutes=40), "purchase", 3.0),
     ]
     events = pd.DataFrame(rows, columns=["customer_id", "event_timestamp", "event_type", "amount"])
-    customers = pd.DataFrame(
-        {"customer_id": ["cli-a", "cli-b", "cli-c"], "time_zone": ["Asia/Tokyo", "UTC", "Europe/Berlin"]}
-    )
+    customers = pd.DataFrame({"customer_id": [a, b, c], "time_zone": ["Asia/Tokyo", "UTC", "Europe/Berlin"]})
     events.to_parquet(root / "events.parquet")
     customers.to_parquet(root / "customers.parquet")
     return root / "events.parquet", root / "customers.parquet"
@@ -56,4 +57,4 @@ def test_replay_applies_every_valid_event_once(stack: Stack, tmp_path: Path) -> 
     assert (again["applied"], again["duplicate"], again["rejected"]) == (0, 9, 1), "a replay changes nothing"
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert len({(e["customer_id"], e["event_id"]) for e in logged}) == 9
-    assert {e["time_zone"] for e in logged if e["customer_id"] == "cli-a"} == {"Asia/Tokyo"}
+    assert {e["time_zone"] for e in logged if e["customer_id"].endswith("-a")} == {"Asia/Tokyo"}

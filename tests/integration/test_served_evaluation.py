@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support.stack import BIN, copy_feature_repo, features_applied, run_cli, utc
+from tests.support.stack import BIN, run_cli, trained_on, utc
 from training.served import ViewTable, as_served, random_pairs
-from training.train import Limits, TrainResult, train
+from training.train import Limits, TrainResult
 
 CADENCE_DAYS = 7  # nudge features' default
 # Small caps, with every send-time test engagement also scored by the served evaluation.
@@ -23,18 +23,9 @@ LIMITS = dataclasses.replace(Limits().scaled(0.05), served_engagements=Limits().
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     """simulate (pinned start) → features → feast apply → train, at a small sample scale."""
     root = tmp_path_factory.mktemp("served")
-    data, repo = root / "data", copy_feature_repo(root / "repo")
-    nudge = str(BIN / "nudge")
     simulate = ("--customers", "400", "--days", "120", "--seed", "5", "--start", "2024-01-03")
-    run_cli(nudge, "simulate", *simulate, "--out", str(data))
-    events, customers = features_applied(data, repo)
-    return train(
-        repo=repo,
-        models_dir=root / "models",
-        events_path=events,
-        customers_path=customers,
-        limits=LIMITS,
-    )
+    run_cli(str(BIN / "nudge"), "simulate", *simulate, "--out", str(root / "data"))
+    return trained_on(root / "data", root, limits=LIMITS)
 
 
 def test_served_block_scores_exact_and_served_on_the_same_rows(trained: TrainResult) -> None:

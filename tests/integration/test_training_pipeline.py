@@ -5,14 +5,15 @@ nothing but purchases trains end to end too."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from service.models import load_latest
-from tests.support.stack import BIN, Stack, copy_feature_repo, run_cli
-from training.train import Limits, TrainResult, train
+from tests.support.stack import Stack, trained_on
+from training.train import Limits, TrainResult
 
 REPORT_KEYS = {
     "propensity": {
@@ -72,27 +73,8 @@ def purchases_only(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Tr
     root = tmp_path_factory.mktemp("purchases_only")
     events = pd.read_parquet(stack.events)
     events[events["event_type"] == "purchase"].to_parquet(root / "events.parquet")
-    repo = copy_feature_repo(root / "repo")
-    events_path, customers_path = root / "events.parquet", stack.customers
-    run_cli(
-        str(BIN / "nudge"),
-        "features",
-        "--events",
-        str(events_path),
-        "--customers",
-        str(customers_path),
-        "--repo",
-        str(repo),
-    )
-    run_cli(str(BIN / "feast"), "-c", str(repo), "apply")
-    return train(
-        repo=repo,
-        models_dir=root / "models",
-        events_path=events_path,
-        customers_path=Path(customers_path),
-        horizon_days=14,
-        limits=Limits().scaled(0.05),
-    )
+    shutil.copy(stack.customers, root / "customers.parquet")
+    return trained_on(root, root, horizon_days=14, limits=Limits().scaled(0.05))
 
 
 def test_purchases_only_data_trains_end_to_end(purchases_only: TrainResult) -> None:

@@ -18,11 +18,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pandas as pd
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+
+if TYPE_CHECKING:
+    from training.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,9 +170,13 @@ class Stack:
         return self.data / "customers.parquet"
 
 
-def features_applied(data: Path, repo: Path) -> tuple[Path, Path]:
-    """`nudge features` on ``data``'s events and customers into ``repo``, then `feast apply`:
-    a repo ready for `nudge train`. Returns the events and customers paths."""
+def trained_on(data: Path, root: Path, **options: Any) -> TrainResult:
+    """The training pipeline on ``data``'s events and customers, as a user runs it: a copy of
+    the feature repo under ``root``, `nudge features`, `feast apply`, then ``train`` (with
+    ``options``) into ``root/models``."""
+    from training.train import train
+
+    repo = copy_feature_repo(root / "repo")
     events, customers = data / "events.parquet", data / "customers.parquet"
     run_cli(
         str(BIN / "nudge"),
@@ -181,7 +189,9 @@ def features_applied(data: Path, repo: Path) -> tuple[Path, Path]:
         str(repo),
     )
     run_cli(str(BIN / "feast"), "-c", str(repo), "apply")
-    return events, customers
+    return train(
+        repo=repo, models_dir=root / "models", events_path=events, customers_path=customers, **options
+    )
 
 
 def materialize(repo: Path) -> None:
@@ -254,7 +264,11 @@ class ServerProcess:
         if "--tls-cert" not in extra:
             self.argv += ["--plaintext", "true"]  # the server refuses plaintext unless chosen
         self.env = {**os.environ, **(env or {})}
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="nudge-serve-", suffix=".log")[1])
+        if log_path is None:
+            descriptor, name = tempfile.mkstemp(prefix="nudge-serve-", suffix=".log")
+            os.close(descriptor)  # only the name is wanted: the server process opens its own
+            log_path = Path(name)
+        self.log_path = log_path
         self.credentials = credentials
         self.process: subprocess.Popen[str] | None = None
 
