@@ -575,11 +575,23 @@ def features_at(
     given order (``event_timestamp``: the instant in whole seconds), from the events strictly before it.
 
     Instants are Unix seconds or timestamps; a fractional second is rounded up, as events are
-    rounded down, so "before" means the same for both. The inputs are validated first.
-    For training rows at their own times, and for the live state's parity test.
+    rounded down, so "before" means the same for both. The inputs are validated first
+    (:func:`pair_features` takes data ``training.events`` already validated). Used by the served
+    evaluation and the live state's parity test.
     """
     data = validate(events, customers)
-    people = _Customers.of(data.customers)
+    return pair_features(data.events, data.customers, customer_ids, instants, tables)
+
+
+def pair_features(
+    events: pd.DataFrame,
+    customers: pd.DataFrame,
+    customer_ids: npt.ArrayLike,
+    instants: npt.ArrayLike | pd.Series,
+    tables: FeatureTables,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`features_at` on events and customers as ``training.events`` returns them."""
+    people = _Customers.of(customers)
     ids = pd.Series(np.asarray(customer_ids, dtype=object))
     cust = pd.Index(people.ids.to_numpy(zero_copy_only=False)).get_indexer(ids).astype(np.int64)
     if (cust < 0).any():
@@ -589,7 +601,7 @@ def features_at(
         raise ValueError(f"{len(cust):,} customer ids but {len(s):,} instants")
     if not len(s):
         return tables.stats.empty_table().to_pandas(), tables.histograms.empty_table().to_pandas()
-    history = _Timeline.of(data.events, people)
+    history = _Timeline.of(events, people)
     grid = _Grid.pairs(people, history, cust, s)
     engagements = history.engagements()
     stats = _stats_table(tables.stats, people, history, engagements, grid)

@@ -37,7 +37,7 @@ from training.datasets import feature_matrix, model_inputs
 from training.evaluate import hit_at_k, roc_auc
 from training.export import INPUT_NAME, OUTPUT_NAME
 from training.feature_tables import KEYS
-from training.features import features_at, repo_tables
+from training.features import pair_features, repo_tables
 from training.labels import customer_start, purchased_within
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def evaluate_served(
     instants = pd.concat(parts, ignore_index=True)
     instants["event_timestamp"] = _utc_ns(instants["event_timestamp"])
 
-    exact_stats, exact_histograms = features_at(
+    exact_stats, exact_histograms = pair_features(
         run.events,
         run.customers,
         instants["customer_id"],
