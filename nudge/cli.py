@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-cdnow": ("training.cdnow", "Write the CDNOW purchase log (real data in lifetimes) as events."),
     "features": ("training.features", "Build the point-in-time feature tables Feast reads."),
     "train": ("training.train", "Train, evaluate and export both models from the Feast repo."),
+    "load-states": ("service.load_states", "Load the live states nudge features built into the live store."),
     "serve": ("service.server", "Run the gRPC scoring server."),
     "score": ("nudge.client.score", "Score customers against a running server."),
     "ingest": ("nudge.client.ingest", "Replay an events file through a running server's Ingest API."),

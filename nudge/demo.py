@@ -1,5 +1,5 @@
-"""End to end on a fresh clone: simulate → features → feast apply → materialize → train →
-serve → score a known, a brand-new and an unknown customer over gRPC → stop the server.
+"""End to end on a fresh clone: simulate → features → feast apply → materialize → load live
+states → train → serve → score a known, a brand-new and an unknown customer over gRPC → stop the server.
 
 Every step is the real command a user would run (printed before it runs, timed after).
 """
@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         [feast, "-c", str(args.repo), "materialize-incremental", now],
         timings,
     )
+    step("load live states", [nudge, "load-states", "--repo", str(args.repo)], timings)
     step(
         "train",
         [

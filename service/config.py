@@ -58,6 +58,9 @@ class Settings:
     ingest_max_skew_seconds: float = _opt(
         300.0, "Ingest rejects events timed more than this far ahead of the server clock."
     )
+    live_features: bool = _opt(
+        True, "Score customers who have a live state on features exact at the request time."
+    )
     event_log: Path | None = _opt(
         None, "Durable log (JSON lines) of every applied event (default: <repo>/data/events.log.jsonl)."
     )

@@ -38,33 +38,18 @@ import enum
 import json
 import math
 import os
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from nudge.contract.events import EVENT_TYPES
-from nudge.contract.live_state import (
-    CustomerState,
-    Event,
-    LateEventError,
-    apply,
-    from_bytes,
-    new_state,
-    to_bytes,
-    whole_seconds,
-)
+from nudge.contract.live_record import LiveRecord, decode_record, encode_record, trim_recent
+from nudge.contract.live_state import Event, LateEventError, apply, new_state, whole_seconds
 from service.config import Settings, id_problem
 from service.zones import known_zone_table
 
-# Recent applied event ids kept per customer for dedupe. Correctness (never applying an event
-# twice) needs only the ids at the newest applied second, which are never dropped: an older
-# event cannot be applied any more (it is LATE). Keeping a day's worth lets a retry of older
-# events be reported DUPLICATE rather than LATE; the cap bounds the record.
-DEDUPE_WINDOW = 86_400  # seconds of event time before the newest applied event
-MAX_RECENT_IDS = 256
 # Compare-and-set rounds before a call gives up on a customer other writers keep changing.
 MAX_ROUNDS = 16
 
@@ -130,65 +115,6 @@ class StateStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-# --------------------------------------------------------------------------- the record
-
-
-@dataclass(slots=True)
-class LiveRecord:
-    """What the store keeps per customer: the state and the recent applied event ids with
-    their times (ascending), in one value so one compare-and-set covers both."""
-
-    state: CustomerState
-    recent: dict[str, int] = field(default_factory=dict)
-
-
-RECORD_VERSION = 1
-_COUNT = struct.Struct("<I")
-
-
-def encode_record(record: LiveRecord) -> bytes:
-    """Version, the state's own encoding (length-prefixed), then the ids: their times as int64,
-    each id length-prefixed UTF-8."""
-    state = to_bytes(record.state)
-    ids = [event_id.encode() for event_id in record.recent]
-    parts = [bytes([RECORD_VERSION]), _COUNT.pack(len(state)), state, _COUNT.pack(len(ids))]
-    parts.append(struct.pack(f"<{len(ids)}q", *record.recent.values()))
-    parts += [struct.pack("<H", len(encoded)) + encoded for encoded in ids]
-    return b"".join(parts)
-
-
-def decode_record(data: bytes) -> LiveRecord:
-    """The record :func:`encode_record` encoded; refuses another version."""
-    if not data or data[0] != RECORD_VERSION:
-        raise ValueError(f"live record version {data[:1].hex() or 'none'}: expected {RECORD_VERSION}")
-    (length,) = _COUNT.unpack_from(data, 1)
-    offset = 1 + _COUNT.size
-    state = from_bytes(data[offset : offset + length])
-    offset += length
-    (count,) = _COUNT.unpack_from(data, offset)
-    offset += _COUNT.size
-    times = struct.unpack_from(f"<{count}q", data, offset)
-    offset += 8 * count
-    recent = {}
-    for t in times:
-        (size,) = struct.unpack_from("<H", data, offset)
-        offset += 2
-        recent[data[offset : offset + size].decode()] = t
-        offset += size
-    if offset != len(data):
-        raise ValueError(f"live record: {len(data) - offset} bytes left over")
-    return LiveRecord(state, recent)
-
-
-def _trim(recent: dict[str, int], newest: int) -> dict[str, int]:
-    """The ids still worth keeping (see DEDUPE_WINDOW): ties at ``newest`` are never dropped."""
-    kept = [(event_id, t) for event_id, t in recent.items() if t >= newest - DEDUPE_WINDOW]
-    first = max(len(kept) - MAX_RECENT_IDS, 0)
-    while first > 0 and kept[first - 1][1] == newest:
-        first -= 1
-    return dict(kept[first:])
 
 
 # --------------------------------------------------------------------------- the event log
@@ -374,7 +300,7 @@ class Ingestor:
         if not applied:
             return _Plan(results, applied, None)
         assert state.last_event is not None
-        record.recent = _trim(record.recent, state.last_event)
+        record.recent = trim_recent(record.recent, state.last_event)
         return _Plan(results, applied, encode_record(record))
 
     def _problem(self, event: IngestEvent, clock: datetime) -> str | None:

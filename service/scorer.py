@@ -21,6 +21,7 @@ import numpy as np
 from service.config import Settings, id_problem
 from service.models import ModelSet
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
+from service.online.live import LiveFeatures
 from service.policy import PlanQuery, PolicyConfig, PolicyInputError, SendPlan, plan_send_batch
 
 TIME_ZONE_REF = "customer_stats:time_zone"
@@ -98,12 +99,21 @@ class _Resolved:
 class Scorer:
     """Scores queries with a feature reader and a model set chosen at start-up.
 
-    ``swap`` replaces them (hot swap); a call reads each attribute once, so calls in flight
-    finish on the models they started with.
+    With ``live`` (the customers' live states, service/online/live.py), a customer who has a
+    state is scored on features exact at the query's ``now``; the others on the snapshot rows
+    ``reader`` reads. ``swap`` replaces models and reader (hot swap); a call reads each
+    attribute once, so calls in flight finish on the models they started with.
     """
 
-    def __init__(self, reader: OnlineFeatureReader, models: ModelSet, settings: Settings) -> None:
+    def __init__(
+        self,
+        reader: OnlineFeatureReader,
+        models: ModelSet,
+        settings: Settings,
+        live: LiveFeatures | None = None,
+    ) -> None:
         self.reader = reader
+        self.live = live
         self.models = models
         self.settings = settings
         self.policy = PolicyConfig(
@@ -178,16 +188,24 @@ class Scorer:
 
     def _read(self, queries: list[_Resolved]) -> list[CustomerFeatures | None]:
         """Online reads, one per distinct ``now`` (TTL is judged as of the query's time; a batch
-        normally shares one). None per customer when the store is down and cold start is allowed."""
+        normally shares one): live states first, snapshot rows for customers without one.
+        None per customer when a store is down and cold start is allowed."""
         by_now: dict[datetime, list[int]] = {}
         for i, q in enumerate(queries):
             by_now.setdefault(q.now, []).append(i)
         found: list[CustomerFeatures | None] = [None] * len(queries)
+        reader = self.reader
         try:
             for now, indexes in by_now.items():
-                read = self.reader.read([queries[i].query.customer_id for i in indexes], now)
-                for i, features in zip(indexes, read, strict=True):
-                    found[i] = features
+                ids = [queries[i].query.customer_id for i in indexes]
+                live = self.live.read(ids, now, reader.feature_refs) if self.live is not None else {}
+                rest = [i for i, cid in zip(indexes, ids, strict=True) if cid not in live]
+                for i, cid in zip(indexes, ids, strict=True):
+                    found[i] = live.get(cid)
+                if rest:
+                    read = reader.read([queries[i].query.customer_id for i in rest], now)
+                    for i, features in zip(rest, read, strict=True):
+                        found[i] = features
         except FeatureStoreUnavailable as exc:
             if self.settings.store_unavailable == "fail":
                 raise StoreUnavailable(f"online feature store unavailable: {exc}") from exc

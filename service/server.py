@@ -42,6 +42,7 @@ from service import config, logs, security
 from service.grpc_api import IngestServicer, ScoringServicer, add_ingest_service, add_scoring_service
 from service.ingest import EventLog, Ingestor, IngestUnavailable
 from service.models import check_served, load_latest
+from service.online.live import LiveFeatures
 from service.reloader import ModelReloader
 from service.scorer import CONTEXT_REFS, Scorer
 
@@ -184,10 +185,12 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     scorer.instrument(*(probe for probe in (metrics, tracing) if probe is not None))
     if metrics is not None:
         metrics.set_models(scorer.models.versions)
+    ingestor = await _start_ingest(settings, store, ingest_servicer, health_servicer)
+    if ingestor is not None and settings.live_features:
+        scorer.live = LiveFeatures(ingestor.store)
     servicer.scorer = scorer
     for name in ("", SCORING_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    ingestor = await _start_ingest(settings, store, ingest_servicer, health_servicer)
     log.info(
         "SERVING on %s (%s) in %.2fs; models %s",
         settings.address,

@@ -5,6 +5,11 @@ or dropped and counted with --drop-invalid) and writes, under REPO/data/:
 
   customer_stats.parquet            one row per customer per snapshot
   customer_time_histograms.parquet  one row per customer per snapshot with a new engagement
+  live_states.parquet               one live record per customer, as of the end of the data
+                                    (training/live_states.py; ``nudge load-states`` loads it)
+
+Ingest's event log (--event-log, default REPO/data/events.log.jsonl) is read beside the files:
+the events acknowledged live are in every table.
 
 Snapshots are at 00:00 UTC every --cadence-days days, counted back from the first midnight
 after the last event (so the newest snapshot reflects every event, as of the end of the data:
@@ -73,13 +78,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nudge.contract.event_log import read_event_log
 from nudge.contract.events import ENGAGEMENT_TYPES, EVENT_TYPES
 from nudge.contract.features import HISTOGRAMS_VIEW, STATS_VIEW
+from nudge.contract.live_record import live_states_path
 from nudge.contract.live_state import BURST_GAP, COUNT_HALF_LIFE, DAY, DECIDE_WINDOW, HIST_HALF_LIFE
 from nudge.contract.week import HOURS_PER_WEEK, local_hour_of_week
 from nudge.inputs import UserError, check, positive_int, unwritable_dir, user_errors
 from training.events import load_event_data, missing_files, validate
 from training.feature_tables import TIMESTAMP, FeatureTables, feature_tables
+from training.live_states import build_records, with_logged, with_offset
 
 STATS_TABLE, HISTOGRAMS_TABLE = STATS_VIEW, HISTOGRAMS_VIEW  # each view's table is named after it
 Progress = Callable[[str], None]
@@ -98,6 +106,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cadence-days", type=positive_int, default=7, help="days between snapshots (default 7)"
     )
     parser.add_argument(
+        "--event-log",
+        type=Path,
+        help="Ingest's event log, read beside the files (default: REPO/data/events.log.jsonl, if any)",
+    )
+    parser.add_argument(
+        "--default-time-zone",
+        default="UTC",
+        help="zone of a customer only the event log knows and gave none (as the server's setting)",
+    )
+    parser.add_argument(
         "--drop-invalid",
         action="store_true",
         help="drop invalid rows (counted per reason) instead of failing",
@@ -112,14 +130,25 @@ def run(args: argparse.Namespace) -> int:
     with user_errors(ValueError, exit_code=1):  # EventDataError, or a file that is not a table
         data = load_event_data(args.events, args.customers, drop_invalid=args.drop_invalid)
     step.end(f"{len(data.events):,} events, {len(data.customers):,} customers")
+    log_path = args.event_log or args.repo / "data" / "events.log.jsonl"
+    step.begin(f"reading the event log {log_path}")
+    logged, offset = read_event_log(log_path)
+    events, customers = with_logged(data.events, data.customers, logged, args.default_time_zone)
+    step.end(f"{len(logged):,} events, {len(customers) - len(data.customers):,} new customers")
     tables = repo_tables(args.repo)
     step.begin(f"building features (snapshots every {args.cadence_days} days)")
     stats, histograms = build_feature_arrow(
-        data.events, data.customers, tables, args.cadence_days, progress=lambda text: print(f"      {text}")
+        events, customers, tables, args.cadence_days, progress=lambda text: print(f"      {text}")
     )
     step.end(f"{stats.num_rows:,} {STATS_TABLE} rows, {histograms.num_rows:,} {HISTOGRAMS_TABLE} rows")
-    for name, table in ((STATS_TABLE, stats), (HISTOGRAMS_TABLE, histograms)):
-        path = args.repo / "data" / f"{name}.parquet"
+    step.begin("building the live states (nudge load-states puts them in the live state store)")
+    records = with_offset(build_records(events, customers, logged), offset)
+    step.end(f"{records.num_rows:,} customers")
+    outputs = [
+        (args.repo / "data" / f"{name}.parquet", table)
+        for name, table in ((STATS_TABLE, stats), (HISTOGRAMS_TABLE, histograms))
+    ]
+    for path, table in [*outputs, (live_states_path(args.repo), records)]:
         step.begin(f"writing {path}")
         write_table(table, path)
         step.end(f"{table.num_rows:,} rows, {path.stat().st_size / 1e6:,.1f} MB")

@@ -2,7 +2,8 @@
 
 Modules: ``base`` (what a reader returns and promises), ``layout`` (the registry resolved once
 at start-up: views, TTLs, entity keys), ``wire`` (Feast's ``Value`` wire format), one reader per
-store (``redis_store``, ``sqlite_store``, ``feast_sdk``), and ``readers`` (which one to build).
+store (``redis_store``, ``sqlite_store``, ``feast_sdk``), ``readers`` (which one to build), and
+``live`` (features exact at the request time, from the live states Ingest keeps).
 
 Feast's ``get_online_features(...).to_dict()`` spends most of its time outside the store read
 (registry look-ups, entity-key protos, response protos, type conversion). nudge reads the same

@@ -1,5 +1,5 @@
-"""Fakes for in-process tests of the scorer and the gRPC converters: a reader over a dict,
-and two tiny real ONNX models (built with onnx.helper, run by onnxruntime as the server does).
+"""Fakes for in-process tests of the scorer, Ingest and the gRPC converters: a reader and a
+live state store over dicts, and two tiny real ONNX models (built with onnx.helper, run by onnxruntime as the server does).
 
 The models are simple on purpose, so a test can say what they answer: propensity is
 ``sigmoid(sum of its inputs)`` and send time puts its mass on the hours the customer's
@@ -9,7 +9,7 @@ histogram says; NaN inputs (missing features) count as 0.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nudge.contract.live_record import LiveRecord, decode_record
 from nudge.contract.manifest import FeatureInput, Manifest, write_model_dir
 from nudge.contract.week import HOURS_PER_WEEK
 from service.models import ModelSet, load_model
@@ -133,3 +134,29 @@ class FakeReader:
 
     def close(self) -> None:
         self.closed = True
+
+
+class MemoryStore:
+    """A StateStore over a dict; ``before_commit`` runs inside each compare-and-set, before the
+    comparison, as another writer committing at that moment would."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, bytes] = {}
+        self.before_commit: Callable[[str], None] | None = None
+
+    def read(self, customer_ids: Sequence[str]) -> dict[str, bytes]:
+        return {cid: self.records[cid] for cid in customer_ids if cid in self.records}
+
+    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
+        if self.before_commit is not None:
+            self.before_commit(customer_id)
+        if self.records.get(customer_id) != expected:
+            return False
+        self.records[customer_id] = value
+        return True
+
+    def close(self) -> None:
+        pass
+
+    def record(self, customer_id: str) -> LiveRecord:
+        return decode_record(self.records[customer_id])

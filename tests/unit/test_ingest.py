@@ -5,9 +5,8 @@ tests/integration/test_ingest_api.py, the real stores in tests/integration/test_
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,13 +15,12 @@ import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nudge.contract.live_record import DEDUPE_WINDOW, MAX_RECENT_IDS, LiveRecord, decode_record, encode_record
 from nudge.contract.live_state import Event, apply, finalise, new_state
 from nudge.v1 import ingest_pb2
 from service.config import Settings
 from service.grpc_api import to_events, to_ingest_response
 from service.ingest import (
-    DEDUPE_WINDOW,
-    MAX_RECENT_IDS,
     MAX_ROUNDS,
     Counts,
     EventLog,
@@ -30,41 +28,13 @@ from service.ingest import (
     IngestEvent,
     Ingestor,
     IngestUnavailable,
-    LiveRecord,
     Outcome,
-    decode_record,
-    encode_record,
 )
-from tests.support.stack import timestamp
+from tests.support.fakes import MemoryStore
+from tests.support.stack import event_log_lines, timestamp
 
 CLOCK = datetime(2026, 3, 27, 9, 30, tzinfo=UTC)
 APPLIED, DUPLICATE, REJECTED, LATE = Outcome.APPLIED, Outcome.DUPLICATE, Outcome.REJECTED, Outcome.LATE
-
-
-class MemoryStore:
-    """A StateStore over a dict; ``before_commit`` runs inside each compare-and-set, before the
-    comparison, as another writer committing at that moment would."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, bytes] = {}
-        self.before_commit: Callable[[str], None] | None = None
-
-    def read(self, customer_ids: Sequence[str]) -> dict[str, bytes]:
-        return {cid: self.records[cid] for cid in customer_ids if cid in self.records}
-
-    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
-        if self.before_commit is not None:
-            self.before_commit(customer_id)
-        if self.records.get(customer_id) != expected:
-            return False
-        self.records[customer_id] = value
-        return True
-
-    def close(self) -> None:
-        pass
-
-    def record(self, customer_id: str) -> LiveRecord:
-        return decode_record(self.records[customer_id])
 
 
 @pytest.fixture
@@ -90,10 +60,6 @@ def event(event_id: str, minutes_ago: float = 60, customer: str = "c1", **fields
     }
     values.update(fields)
     return IngestEvent(**values)  # type: ignore[arg-type]
-
-
-def logged(log_path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in log_path.read_text().splitlines()]
 
 
 def outcomes(results: Sequence[EventResult]) -> list[Outcome]:
@@ -128,7 +94,7 @@ def test_invalid_event_is_rejected_with_its_reason_and_the_others_applied(
     results = ingestor(store, log_path).ingest([event("good-1", 61), bad, event("good-2")], clock=CLOCK)
     assert outcomes(results) == [APPLIED, REJECTED, APPLIED]
     assert reason in results[1].reason
-    assert [line["event_id"] for line in logged(log_path)] == ["good-1", "good-2"]
+    assert [line["event_id"] for line in event_log_lines(log_path)] == ["good-1", "good-2"]
 
 
 def test_event_within_the_skew_is_applied(store: MemoryStore, log_path: Path) -> None:
@@ -150,7 +116,7 @@ def test_duplicate_event_id_is_ignored_within_and_across_calls(store: MemoryStor
     assert outcomes(again) == [DUPLICATE, DUPLICATE, APPLIED]  # ids are per customer
     assert Counts.of(first + again) == Counts(applied=3, duplicates=3, rejected=0)
     assert len(store.record("c1").state.window_times[1]) == 2  # site_visit: e1 and e2 once each
-    assert [(line["customer_id"], line["event_id"]) for line in logged(log_path)] == [
+    assert [(line["customer_id"], line["event_id"]) for line in event_log_lines(log_path)] == [
         ("c1", "e1"),
         ("c1", "e2"),
         ("c2", "e1"),
@@ -169,7 +135,7 @@ def test_event_older_than_the_newest_applied_is_late_and_not_applied(
         "event_time is older than the customer's newest applied event (2026-03-27T09:20:00+00:00); not applied"
     )
     assert store.records["c1"] == before
-    assert [line["event_id"] for line in logged(log_path)] == ["new"]
+    assert [line["event_id"] for line in event_log_lines(log_path)] == ["new"]
     # An equal time is in order: applied.
     (tie,) = core.ingest([event("tie", 10)], clock=CLOCK)
     assert tie.outcome is APPLIED
@@ -227,7 +193,7 @@ def test_each_customers_events_are_applied_in_time_order_results_in_request_orde
         apply(direct, Event(e.event_time or CLOCK, e.event_type, e.amount))
     stored = store.record("c1").state
     assert _same(finalise(stored, CLOCK), finalise(direct, CLOCK))
-    assert [line["event_id"] for line in logged(log_path)] == [
+    assert [line["event_id"] for line in event_log_lines(log_path)] == [
         "c1-early",
         "c1-tie-1",
         "c1-tie-2",
@@ -255,7 +221,7 @@ def test_event_log_lines_follow_the_batch_event_columns(store: MemoryStore, log_
         ],
         clock=CLOCK,
     )
-    assert logged(log_path) == [
+    assert event_log_lines(log_path) == [
         {
             "event_id": "p",
             "customer_id": "c1",
@@ -279,7 +245,9 @@ def test_event_log_lines_follow_the_batch_event_columns(store: MemoryStore, log_
 
 def test_the_log_holds_an_event_before_its_state_is_committed(store: MemoryStore, log_path: Path) -> None:
     seen: list[list[str]] = []
-    store.before_commit = lambda _cid: seen.append([str(line["event_id"]) for line in logged(log_path)])
+    store.before_commit = lambda _cid: seen.append(
+        [str(line["event_id"]) for line in event_log_lines(log_path)]
+    )
     ingestor(store, log_path).ingest([event("a", 20), event("b", 10, customer="c2")], clock=CLOCK)
     assert seen == [["a", "b"], ["a", "b"]]  # one append (one fsync) for the call, before any commit
 
@@ -304,8 +272,8 @@ def test_a_commit_that_loses_a_race_is_recomputed_and_nothing_is_lost(
     assert list(store.record("c1").recent) == ["theirs", "shared", "ours"]
     assert len(store.record("c1").state.window_times[1]) == 3
     # Logged in the lost round: the log is at-least-once, keyed by (customer, event id).
-    assert [line["event_id"] for line in logged(log_path)] == ["shared", "ours"]
-    assert [line["event_id"] for line in logged(other_log)] == ["theirs", "shared"]
+    assert [line["event_id"] for line in event_log_lines(log_path)] == ["shared", "ours"]
+    assert [line["event_id"] for line in event_log_lines(other_log)] == ["theirs", "shared"]
 
 
 def test_endless_contention_fails_the_call_as_unavailable(store: MemoryStore, log_path: Path) -> None:

@@ -12,11 +12,15 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from nudge.contract.live_record import LiveRecord, encode_record
+from nudge.contract.live_state import CustomerState, Event, apply, finalise, new_state
 from service.config import Settings
+from service.ingest import IngestUnavailable
 from service.models import ModelSet
+from service.online.live import LiveFeatures
 from service.policy import Decision
 from service.scorer import FeatureStatus, InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
-from tests.support.fakes import HISTS, STATS, FakeReader, tiny_models
+from tests.support.fakes import HISTS, STATS, FakeReader, MemoryStore, tiny_models
 
 NOW = datetime(2026, 3, 27, 9, 30, tzinfo=UTC)  # a Friday, two days before Europe's DST switch
 TUESDAY_19H = 1 * 24 + 19  # hour-of-week slot the known customer engages in
@@ -45,9 +49,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> ModelSet:
     return tiny_models(tmp_path_factory.mktemp("models"))
 
 
-def scorer(models: ModelSet, reader: FakeReader | None = None, **settings: object) -> Scorer:
+def scorer(
+    models: ModelSet, reader: FakeReader | None = None, live: MemoryStore | None = None, **settings: object
+) -> Scorer:
     reader = reader or FakeReader({"known": known_row(NOW - timedelta(hours=6))})
-    return Scorer(reader, models, Settings(**settings))  # type: ignore[arg-type]
+    states = LiveFeatures(live) if live is not None else None
+    return Scorer(reader, models, Settings(**settings), states)  # type: ignore[arg-type]
 
 
 def one(s: Scorer, query: ScoreQuery) -> ScoreResult:
@@ -135,3 +142,80 @@ def test_swap_serves_new_models_and_closes_the_reader_it_replaces(models: ModelS
     assert first.closed and not second.closed
     one(s, ScoreQuery("known"))
     assert second.reads and len(first.reads) == 1
+
+
+# --- live states: features exact at the query's now ---------------------------------------
+
+
+def shopper(*minutes_ago: float) -> CustomerState:
+    """A Berlin customer who opened three emails and bought ``minutes_ago`` before NOW."""
+    state = new_state("live", "Europe/Berlin")
+    for weeks in (9, 8, 7):
+        apply(state, Event(datetime(2026, 1, 6, 18, tzinfo=UTC) + timedelta(weeks=9 - weeks), "email_open"))
+    for minutes in sorted(minutes_ago, reverse=True):
+        apply(state, Event(NOW - timedelta(minutes=minutes), "purchase", 20.0))
+    return state
+
+
+def with_state(state: CustomerState) -> MemoryStore:
+    store = MemoryStore()
+    store.records[state.customer_id] = encode_record(LiveRecord(state, {}))
+    return store
+
+
+def test_a_customer_with_a_live_state_is_scored_on_its_features_at_now(models: ModelSet) -> None:
+    state = shopper(40 * 1440, 20 * 1440)
+    reader = FakeReader()
+    result = one(scorer(models, reader, live=with_state(state)), ScoreQuery("live"))
+    assert reader.reads == [], "no snapshot read for a customer with a live state"
+    exact = finalise(state, NOW)
+    snapshot = FakeReader({"live": (exact, {STATS: NOW, HISTS: NOW})})
+    expected = one(scorer(models, snapshot), ScoreQuery("live"))
+    assert result.purchase_propensity == expected.purchase_propensity
+    assert result.plan == expected.plan
+    assert (result.feature_status, result.feature_age_seconds) == (FeatureStatus.FRESH, 0.0)
+
+
+def test_a_purchase_a_minute_ago_changes_the_answer(models: ModelSet) -> None:
+    before = one(scorer(models, live=with_state(shopper(40 * 1440, 20 * 1440))), ScoreQuery("live"))
+    after = one(scorer(models, live=with_state(shopper(40 * 1440, 20 * 1440, 1))), ScoreQuery("live"))
+    # The tiny model is sigmoid(purchase_count_30d + cycle_ratio): one more purchase in 30 days.
+    assert after.purchase_propensity > before.purchase_propensity
+
+
+def test_the_same_state_ages_with_now(models: ModelSet) -> None:
+    live = scorer(models, live=with_state(shopper(40 * 1440, 20 * 1440)))
+    (today,) = live.score([ScoreQuery("live")], clock=NOW)
+    (later,) = live.score([ScoreQuery("live")], clock=NOW + timedelta(days=11))
+    assert isinstance(today, ScoreResult) and isinstance(later, ScoreResult)
+    # 11 days on, the purchase of 20 days ago has left the 30-day window.
+    assert later.purchase_propensity < today.purchase_propensity
+
+
+def test_customers_without_a_state_are_read_from_the_snapshot(models: ModelSet) -> None:
+    reader = FakeReader({"known": known_row(NOW - timedelta(hours=6))})
+    s = scorer(models, reader, live=with_state(shopper(60)))
+    live, known = s.score([ScoreQuery("live"), ScoreQuery("known")], clock=NOW)
+    assert reader.reads == [(("known",), NOW)]
+    assert isinstance(live, ScoreResult) and live.feature_age_seconds == 0.0
+    assert isinstance(known, ScoreResult) and known.feature_age_seconds == 6 * 3600
+
+
+def test_an_event_timed_after_now_counts_as_just_before_it() -> None:
+    """Ingest accepts events up to its skew ahead of the clock; finalising never fails on them."""
+    live = LiveFeatures(with_state(shopper(40 * 1440, -2)))
+    ref = f"{STATS}:purchase_count_30d"
+    (found,) = live.read(["live"], NOW, [ref]).values()
+    assert found.values == {ref: 1.0}
+
+
+class DownStore(MemoryStore):
+    def read(self, customer_ids: object) -> dict[str, bytes]:
+        raise IngestUnavailable("the live store is down")
+
+
+def test_live_store_down_answers_cold_start_or_fails_as_configured(models: ModelSet) -> None:
+    result = one(scorer(models, live=DownStore()), ScoreQuery("known"))
+    assert result.feature_status is FeatureStatus.UNAVAILABLE
+    with pytest.raises(StoreUnavailable, match="the live store is down"):
+        scorer(models, live=DownStore(), store_unavailable="fail").score([ScoreQuery("known")], clock=NOW)

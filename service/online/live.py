@@ -1,0 +1,58 @@
+"""Features exact at the request's ``now``, from the customers' live states.
+
+Ingest (service/ingest.py) folds every event into a per-customer state; the batch bootstrap
+(``nudge features`` + ``nudge load-states``) writes the same states for every customer. Score
+reads a customer's state here and finalises it at the request's ``now`` with the contract's
+:func:`~nudge.contract.live_state.finalise` — the function the batch features are
+parity-tested against — so a cart add a minute ago, and a day's worth of ageing since the last
+snapshot, are both in the answer. Customers without a state fall back to the snapshot rows
+Feast materialised (the scorer reads those for them).
+
+An event may be timed up to Ingest's skew ahead of the server clock; a state holding one is
+finalised one second after it (such events count as just before ``now``), never raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from nudge.contract.features import HISTOGRAMS_VIEW, STATS_VIEW
+from nudge.contract.live_record import decode_state
+from nudge.contract.live_state import finalise, whole_seconds
+from service.ingest import IngestUnavailable, StateStore
+from service.online.base import CustomerFeatures, FeatureStoreUnavailable
+
+
+class LiveFeatures:
+    """Reads and finalises live states; the state store is shared with Ingest (not closed here)."""
+
+    def __init__(self, states: StateStore) -> None:
+        self.states = states
+
+    def read(
+        self, customer_ids: Sequence[str], now: datetime, feature_refs: Sequence[str]
+    ) -> dict[str, CustomerFeatures]:
+        """``feature_refs`` of the customers that have a state, as of ``now`` (one store read).
+
+        Raises:
+            FeatureStoreUnavailable: the state store could not be read.
+        """
+        try:
+            records = self.states.read(customer_ids)
+        except IngestUnavailable as exc:
+            raise FeatureStoreUnavailable(str(exc)) from exc
+        second = whole_seconds(now, up=True)
+        found = {}
+        for customer_id, record in records.items():
+            state = decode_state(record)
+            newest = state.last_event
+            at = second if newest is None or newest < second else newest + 1
+            values = finalise(state, at)
+            # Exact at ``now``: age 0. The histograms' row exists once the customer engaged,
+            # as in the batch tables.
+            stamps = {STATS_VIEW: now, HISTOGRAMS_VIEW: now if state.engagement_count else None}
+            found[customer_id] = CustomerFeatures(
+                customer_id, {ref: values.get(ref) for ref in feature_refs}, stamps
+            )
+        return found
