@@ -76,6 +76,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nudge.contract.event_log import read_event_log
@@ -138,7 +139,12 @@ def run(args: argparse.Namespace) -> int:
     tables = repo_tables(args.repo)
     step.begin(f"building features (snapshots every {args.cadence_days} days)")
     stats, histograms = build_feature_arrow(
-        events, customers, tables, args.cadence_days, progress=lambda text: print(f"      {text}")
+        events,
+        customers,
+        tables,
+        args.cadence_days,
+        engagement_rows=True,
+        progress=lambda text: print(f"      {text}"),
     )
     step.end(f"{stats.num_rows:,} {STATS_TABLE} rows, {histograms.num_rows:,} {HISTOGRAMS_TABLE} rows")
     step.begin("building the live states (nudge load-states puts them in the live state store)")
@@ -203,9 +209,11 @@ def build_feature_arrow(
     tables: FeatureTables,
     cadence_days: int = 7,
     *,
+    engagement_rows: bool = False,
     progress: Progress | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Both tables as Arrow, from events and customers as ``training.events`` returns them."""
+    """Both tables as Arrow, from events and customers as ``training.events`` returns them;
+    with ``engagement_rows``, also a row of each just before every engagement."""
     if cadence_days < 1:
         raise ValueError(f"cadence_days must be >= 1, got {cadence_days}")
     report = progress or (lambda _text: None)
@@ -224,7 +232,62 @@ def build_feature_arrow(
     stats = _stats_table(tables.stats, people, history, engagements, grid)
     report("customer stats done")
     histograms = _histograms_table(tables.histograms, people, engagements, snapshots, report)
+    if not engagement_rows:
+        return stats, histograms
+    before_stats, before_histograms = _engagement_rows(tables, people, history, engagements)
+    report(f"{before_stats.num_rows:,} engagement rows")
+    return pa.concat_tables([stats, before_stats]), pa.concat_tables([histograms, before_histograms])
+
+
+_TIME = "event_timestamp"
+ENGAGEMENT_CHUNK = 200_000  # engagements per block of the histograms' running sums (168 floats each)
+
+
+def _engagement_rows(
+    tables: FeatureTables, people: _Customers, history: _Timeline, engagements: _Timeline
+) -> tuple[pa.Table, pa.Table]:
+    """Both views exact just before every engagement: send time's training rows, which sit one
+    microsecond before their engagement, join exactly these (snapshot rows are whole seconds,
+    these never are). A row 1 µs before an engagement holds the events strictly before it.
+    Histograms: running sums of the customer's earlier engagements, none before the first."""
+    grid = _Grid.pairs(people, history, engagements.cust, engagements.t)
+    stats = _just_before(_stats_table(tables.stats, people, history, engagements, grid))
+    zones = people.zones.to_numpy(zero_copy_only=False)
+    slots = local_hour_of_week(engagements.t, zones[engagements.cust])
+    weights = np.exp2((engagements.t - int(engagements.t.max())) / HIST_HALF_LIFE)
+    n = len(engagements.t)
+    firsts = np.flatnonzero(_group_starts(engagements.cust))
+    first_of = np.repeat(firsts, np.diff(np.append(firsts, n)))  # each engagement's customer start
+    batches = []
+    begin = 0
+    while begin < n:  # blocks of whole customers, so each running sum stays in one block
+        next_first = np.searchsorted(firsts, begin + ENGAGEMENT_CHUNK)
+        end = int(firsts[next_first]) if next_first < len(firsts) else n
+        rows = np.arange(begin, end)
+        onehot = np.zeros((len(rows), HOURS_PER_WEEK))
+        onehot[np.arange(len(rows)), slots[rows]] = weights[rows]
+        earlier = np.cumsum(onehot, axis=0) - onehot  # within the block, exclusive
+        earlier -= earlier[first_of[rows] - begin]  # ... and within the customer
+        keep = rows[rows > first_of[rows]]
+        batches.append(
+            _histogram_batch(
+                tables.histograms,
+                people.ids.take(engagements.cust[keep]),
+                engagements.t[keep],
+                earlier[keep - begin],
+                (keep - first_of[keep]).astype(np.float64),
+            )
+        )
+        begin = end
+    histograms = _just_before(pa.Table.from_batches(batches, schema=tables.histograms))
     return stats, histograms
+
+
+def _just_before(table: pa.Table) -> pa.Table:
+    """The table with each row's time moved one microsecond earlier (see _engagement_rows)."""
+    column = table.schema.get_field_index(_TIME)
+    micros = pc.subtract(table[_TIME].cast(pa.int64()), 1)
+    return table.set_column(column, _TIME, micros.cast(TIMESTAMP))
 
 
 def snapshot_times(event_times: np.ndarray, cadence_days: int) -> np.ndarray:

@@ -70,7 +70,8 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class ViewTable:
-    """One feature view's offline table (what materialisation copies online) and its TTL."""
+    """One feature view's snapshot rows (what a weekly materialisation copies online: its
+    whole-second rows, not those just before engagements) and its TTL."""
 
     name: str
     rows: pd.DataFrame  # customer_id, event_timestamp, the view's features
@@ -82,7 +83,9 @@ class ViewTable:
         path = getattr(view.batch_source, "path", None)
         if not path:
             raise ValueError(f"{name}'s source is not a file source; cannot read its snapshots")
-        return cls(name, pd.read_parquet(path), pd.Timedelta(view.ttl) if view.ttl else None)
+        rows = pd.read_parquet(path)
+        snapshots = rows[pd.to_datetime(rows["event_timestamp"], utc=True).dt.microsecond == 0]
+        return cls(name, snapshots, pd.Timedelta(view.ttl) if view.ttl else None)
 
 
 def as_served(view: ViewTable, instants: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:

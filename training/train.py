@@ -292,7 +292,8 @@ def prepare(
 
 
 def snapshot_times(store: FeatureStore) -> list[pd.Timestamp]:
-    """The snapshot times of the stats view's offline table: the propensity cutoffs.
+    """The snapshot times of the stats view's offline table (its whole-second rows; the others
+    sit just before engagements, see training/features.py): the propensity cutoffs.
 
     Read from the source itself (not recomputed from a cadence) so the cutoffs are exactly
     the snapshots `nudge features` wrote, and each cutoff sees a fresh snapshot.
@@ -311,8 +312,11 @@ def snapshot_times(store: FeatureStore) -> list[pd.Timestamp]:
         raise UserError(
             f"--repo {repo}: no {path}; build the feature tables first (nudge features --repo {repo})"
         )
-    times = pd.read_parquet(path, columns=[source.timestamp_field])[source.timestamp_field]
-    return [pd.Timestamp(t) for t in pd.to_datetime(times.drop_duplicates(), utc=True).sort_values()]
+    times = pd.to_datetime(
+        pd.read_parquet(path, columns=[source.timestamp_field])[source.timestamp_field], utc=True
+    )
+    snapshots = times[times.dt.microsecond == 0]  # the rows just before engagements never are
+    return [pd.Timestamp(t) for t in snapshots.drop_duplicates().sort_values()]
 
 
 def _subsample(rows: pd.DataFrame, cap: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pytest
 from nudge.cli import main
 from tests.support.stack import FEATURE_REPO, copy_feature_repo, utc
 from training import features
-from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError
+from training.events import ENGAGEMENT_TYPES, EVENT_TYPES, EventDataError, validate
 from training.feature_tables import FeatureTables
 from training.features import local_hour_of_week, repo_tables, snapshot_times
 
@@ -359,12 +359,42 @@ def test_cli_writes_the_tables_the_repo_reads(tmp_path: Path, capsys: pytest.Cap
     ]
     assert main([*argv, "--repo", str(copy_feature_repo(tmp_path / "repo"))]) == 0
     printed = capsys.readouterr().out
-    assert "7 customer_stats rows, 5 customer_time_histograms rows" in printed
+    data = validate(RHYTHM_EVENTS, RHYTHM_CUSTOMERS)
+    engaged = len(features.engagements(data.events, data.customers))
+    assert f"{7 + engaged} customer_stats rows, {5 + engaged - 2} customer_time_histograms rows" in printed
     expected_stats, expected_histograms = build_feature_tables(RHYTHM_EVENTS, RHYTHM_CUSTOMERS)
-    written = pq.read_table(tmp_path / "repo" / "data" / "customer_stats.parquet").to_pandas()
-    assert_tables_close(written, expected_stats)
-    written = pq.read_table(tmp_path / "repo" / "data" / "customer_time_histograms.parquet").to_pandas()
-    assert_tables_close(written, expected_histograms)
+    for name, expected in (
+        ("customer_stats", expected_stats),
+        ("customer_time_histograms", expected_histograms),
+    ):
+        written = pq.read_table(tmp_path / "repo" / "data" / f"{name}.parquet").to_pandas()
+        snapshots = written[written["event_timestamp"].dt.microsecond == 0].reset_index(drop=True)
+        assert_tables_close(snapshots, expected)
+
+
+def test_engagement_rows_are_exact_just_before_each_engagement() -> None:
+    """The rows send-time training joins: one per engagement 1 µs before it (two customers'
+    first ones have no histogram yet), equal to the features at that instant."""
+    events, customers = random_history(seed=5)
+    data = validate(events, customers)
+    stats, histograms = (
+        t.to_pandas()
+        for t in features.build_feature_arrow(data.events, data.customers, TABLES, 3, engagement_rows=True)
+    )
+    engaged = features.engagements(data.events, data.customers)
+    stats = stats[stats["event_timestamp"].dt.microsecond != 0].reset_index(drop=True)
+    histograms = histograms[histograms["event_timestamp"].dt.microsecond != 0].reset_index(drop=True)
+    key = ["customer_id", "event_timestamp"]
+    assert sorted(map(tuple, stats[key].to_numpy())) == sorted(
+        zip(engaged["customer_id"], engaged["engaged_at"] - pd.Timedelta(microseconds=1), strict=True)
+    )
+    assert len(histograms) == len(engaged) - engaged["customer_id"].nunique()
+    for table, exact_of in ((stats, 0), (histograms, 1)):
+        exact = features.features_at(
+            events, customers, table["customer_id"], table["event_timestamp"], TABLES
+        )
+        expected = exact[exact_of].assign(event_timestamp=table["event_timestamp"])
+        assert_tables_close(table, expected)
 
 
 def test_cli_refuses_invalid_data_unless_asked_to_drop(
