@@ -38,6 +38,7 @@ import struct
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -387,11 +388,12 @@ def to_bytes(state: CustomerState) -> bytes:
     parts = [bytes([VERSION]), _text(state.customer_id), _text(state.time_zone), header]
     newest = state.last_event or 0
     for times in state.window_times:
-        parts.append(_array(newest - np.asarray(times, np.int64), "<u4"))
-    parts.append(np.asarray(state.window_amounts, "<f8").tobytes())
-    parts.append(_array(np.asarray(state.decide_seconds, np.int64), "<u4"))
+        parts.append(_uint32s([newest - t for t in times]))
+    parts.append(struct.pack(f"<{len(state.window_amounts)}d", *state.window_amounts))
+    parts.append(_uint32s(state.decide_seconds))
     used = np.flatnonzero(state.histogram)
-    parts.append(_array(used, "<u1") + state.histogram[used].astype("<f8").tobytes())
+    parts.append(struct.pack("<I", len(used)) + used.astype("<u1").tobytes())
+    parts.append(state.histogram[used].astype("<f8").tobytes())
     return b"".join(parts)
 
 
@@ -416,9 +418,9 @@ def from_bytes(data: bytes) -> CustomerState:
     state.last_engaged, state.last_engagement = opt(values[14]), opt(values[15])
     state.engagement_count = values[16]
     newest = state.last_event or 0
-    state.window_times = [(newest - reader.array("<u4").astype(np.int64)).tolist() for _ in EVENT_TYPES]
-    state.window_amounts = reader.raw(len(state.window_times[_PURCHASE]), "<f8").tolist()
-    state.decide_seconds = reader.array("<u4").astype(np.int64).tolist()
+    state.window_times = [[newest - ago for ago in reader.uint32s()] for _ in EVENT_TYPES]
+    state.window_amounts = list(reader.unpack("d", len(state.window_times[_PURCHASE])))
+    state.decide_seconds = list(reader.uint32s())
     used = reader.array("<u1")
     state.histogram[used] = reader.raw(len(used), "<f8")
     if reader.offset != len(data):
@@ -431,12 +433,13 @@ def _text(value: str) -> bytes:
     return struct.pack("<H", len(encoded)) + encoded
 
 
-def _array(values: npt.NDArray[np.integer], dtype: str) -> bytes:
-    """A length-prefixed array; refuses values its type cannot hold (never wraps silently)."""
-    info = np.iinfo(np.dtype(dtype))
-    if len(values) and (values.min() < info.min or values.max() > info.max):
-        raise ValueError(f"live state encoding: values out of range for {dtype}")
-    return struct.pack("<I", len(values)) + values.astype(dtype).tobytes()
+def _uint32s(values: list[int]) -> bytes:
+    """A length-prefixed list of uint32 (struct, not numpy: these lists are short, and numpy's
+    per-call cost dominated the encoding); refuses a value out of range, never wraps."""
+    try:
+        return struct.pack(f"<I{len(values)}I", len(values), *values)
+    except struct.error as exc:
+        raise ValueError(f"live state encoding: values out of range for uint32 ({exc})") from exc
 
 
 @dataclass(slots=True)
@@ -448,6 +451,16 @@ class _Reader:
         (length,) = struct.unpack_from("<H", self.data, self.offset)
         self.offset += 2 + length
         return self.data[self.offset - length : self.offset].decode()
+
+    def unpack(self, code: str, length: int) -> tuple[Any, ...]:
+        values = struct.unpack_from(f"<{length}{code}", self.data, self.offset)
+        self.offset += struct.calcsize(f"<{length}{code}")
+        return values
+
+    def uint32s(self) -> tuple[int, ...]:
+        (length,) = struct.unpack_from("<I", self.data, self.offset)
+        self.offset += 4
+        return self.unpack("I", length)
 
     def array(self, dtype: str) -> npt.NDArray[np.generic]:
         (length,) = struct.unpack_from("<I", self.data, self.offset)
