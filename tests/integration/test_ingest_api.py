@@ -4,7 +4,6 @@ reflection, and bearer tokens and metrics covering Ingest as they cover Score.""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,13 +14,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from nudge.contract.live_record import LiveRecord, decode_record
 from nudge.v1 import ingest_pb2 as pb
 from nudge.v1 import ingest_pb2_grpc, scoring_pb2, scoring_pb2_grpc
-from service.ingest import LiveRecord, StateStore, decode_record
+from service.ingest import StateStore
 from service.live_stores import LIVE_DB, RedisStateStore, SqliteStateStore
 from service.online.redis_store import redis_client
 from tests.support.ops import delta, scrape
-from tests.support.stack import RedisServer, ServerProcess, Stack, free_port, timestamp
+from tests.support.stack import RedisServer, ServerProcess, Stack, event_log_lines, free_port, timestamp
 
 INGEST = "nudge.v1.IngestService/Ingest"
 
@@ -88,7 +88,7 @@ def test_one_good_one_duplicate_one_bad_event(served: tuple[ServerProcess, State
     ]
     assert (reply.applied, reply.duplicates, reply.rejected) == (1, 1, 1)
     assert [o[1] for o in outcomes(retried)] == ["OUTCOME_DUPLICATE", "OUTCOME_DUPLICATE", "OUTCOME_REJECTED"]
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = event_log_lines(log)
     assert [(line["customer_id"], line["event_id"], line["amount"]) for line in lines] == [(cid, "e1", 12.5)]
     record: LiveRecord = decode_record(store.read([cid])[cid])
     assert (record.state.time_zone, record.state.purchase_count, list(record.recent)) == (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tests.support.stack import BIN, ServerProcess, Stack
+from tests.support.stack import BIN, ServerProcess, Stack, event_log_lines
 
 
 def events_file(root: Path) -> tuple[Path, Path]:
@@ -55,6 +55,6 @@ def test_replay_applies_every_valid_event_once(stack: Stack, tmp_path: Path) -> 
     assert (first["applied"], first["rejected"], first["late"], first["duplicate"]) == (9, 1, 0, 0)
     assert first["top_reasons"] and "teleport" in next(iter(first["top_reasons"]))  # type: ignore[call-overload]
     assert (again["applied"], again["duplicate"], again["rejected"]) == (0, 9, 1), "a replay changes nothing"
-    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    logged = event_log_lines(log)
     assert len({(e["customer_id"], e["event_id"]) for e in logged}) == 9
     assert {e["time_zone"] for e in logged if e["customer_id"].endswith("-a")} == {"Asia/Tokyo"}

@@ -7,6 +7,7 @@ session's own, and ``nudge serve`` in a subprocess on a free port.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -46,6 +47,12 @@ def timestamp(when: datetime) -> Timestamp:
     return ts
 
 
+def event_log_lines(path: Path) -> list[dict[str, Any]]:
+    """Ingest's event log (JSON lines, one object per applied event), each line parsed: a line
+    that is not whole JSON (a torn write) fails the test."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket() as s:
@@ -76,16 +83,22 @@ class RedisServer:
                 self.process.wait()
 
 
-def start_redis(port: int | None = None, data_dir: Path | None = None) -> RedisServer:
+def start_redis(port: int | None = None, data_dir: Path | None = None, cluster: bool = False) -> RedisServer:
     """Start a throw-away redis-server on a free port; fail loudly if it cannot start.
 
     With ``data_dir`` it keeps an RDB snapshot there (written by SAVE, loaded at start), so a
-    test can kill it and bring the same data back."""
+    test can kill it and bring the same data back. With ``cluster`` it starts as a cluster node
+    (``nodes.conf`` in ``data_dir``, its bus on a free port of its own): see
+    :func:`start_redis_cluster`."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed; the Redis tests need it (apt-get install redis-server)")
     port = port or free_port()
     persistence = ["--dir", str(data_dir), "--dbfilename", "dump.rdb"] if data_dir else []
+    if cluster:
+        assert data_dir is not None, "a cluster node keeps its nodes.conf in data_dir"
+        persistence += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        persistence += ["--cluster-port", str(free_port())]
     proc = subprocess.Popen(
         [
             binary,
@@ -115,11 +128,67 @@ def start_redis(port: int | None = None, data_dir: Path | None = None) -> RedisS
     pytest.fail(f"redis-server did not start on port {port}")
 
 
-def copy_feature_repo(dest: Path, redis_address: str | None = None) -> Path:
+@dataclass
+class RedisClusterServers:
+    """The redis-servers of a Redis Cluster this test session owns (masters only)."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def address(self) -> str:
+        """Feast's connection string for a cluster: every node, ``host:port,host:port,...``."""
+        return ",".join(node.address for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(root: Path, masters: int = 3) -> RedisClusterServers:
+    """Start ``masters`` cluster nodes on free loopback ports (each in its own directory under
+    ``root``, no persistence), join them with ``redis-cli --cluster create`` (no replicas) and
+    wait until every node says ``cluster_state:ok``; fail loudly otherwise, stopping what started.
+    Only the nodes started here are ever addressed."""
+    import redis
+
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.fail(
+            "redis-cli is not installed; the Redis Cluster tests need it (apt-get install redis-tools)"
+        )
+    servers = RedisClusterServers([])
+    try:
+        for i in range(masters):
+            (root / f"node{i}").mkdir(parents=True)
+            servers.nodes.append(start_redis(data_dir=root / f"node{i}", cluster=True))
+        addresses = [node.address for node in servers.nodes]
+        create = [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+        result = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed:\n{result.stdout}\n{result.stderr}")
+        deadline = time.monotonic() + 30
+        pending = list(servers.nodes)
+        while pending and time.monotonic() < deadline:
+            with redis.Redis(host=pending[0].host, port=pending[0].port) as client:
+                info = client.cluster("INFO")
+            if info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == masters:
+                pending.pop(0)
+            else:
+                time.sleep(0.1)
+        if pending:
+            pytest.fail(f"Redis Cluster not ok within 30 s at {pending[0].address}:\n{info}")
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
+
+
+def copy_feature_repo(dest: Path, redis_address: str | None = None, cluster: bool = False) -> Path:
     """Copy feature_repo's definitions and yaml (no data) into dest; point it at Redis if asked.
 
     With ``redis_address`` the copy's ``feature_store.yaml`` is the production (Redis) variant
-    with the connection string filled in, so Feast's CLI and SDK use it unchanged.
+    with the connection string filled in, so Feast's CLI and SDK use it unchanged; with
+    ``cluster`` too, its ``redis_type`` is ``redis_cluster`` (the address lists the nodes).
     """
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "data").mkdir(exist_ok=True)
@@ -127,8 +196,13 @@ def copy_feature_repo(dest: Path, redis_address: str | None = None) -> Path:
     if redis_address is None:
         shutil.copy(FEATURE_REPO / "feature_store.yaml", dest / "feature_store.yaml")
     else:
-        text = (FEATURE_REPO / "feature_store.redis.yaml").read_text()
-        (dest / "feature_store.yaml").write_text(text.replace("${NUDGE_REDIS}", redis_address))
+        text = (
+            (FEATURE_REPO / "feature_store.redis.yaml").read_text().replace("${NUDGE_REDIS}", redis_address)
+        )
+        if cluster:
+            assert "\n  redis_type: redis\n" in text
+            text = text.replace("\n  redis_type: redis\n", "\n  redis_type: redis_cluster\n")
+        (dest / "feature_store.yaml").write_text(text)
     return dest
 
 
