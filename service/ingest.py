@@ -127,7 +127,12 @@ class EventLog:
     processes can share the file without interleaving lines. Columns follow the batch's event
     data contract (training/events.py: customer_id, event_timestamp, event_type, amount) plus
     the event id, the zone the caller gave and when the server received it, so the next batch
-    run can read it beside the event files."""
+    run can read it beside the event files.
+
+    Each write starts with a newline: a write cut short (a full disk) leaves a fragment, which
+    the next write's newline ends, so an acknowledged line is never glued to one. Readers
+    (nudge/contract/event_log.py) skip blank lines and fragments: a fragment's call failed, so
+    none of its events was acknowledged."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -143,7 +148,7 @@ class EventLog:
         if self._fd is None:
             raise IngestUnavailable(f"event log {self.path} is closed")
         at = received.isoformat()
-        data = "".join(
+        data = "\n" + "".join(
             json.dumps(
                 {
                     "event_id": e.event_id,
@@ -158,11 +163,12 @@ class EventLog:
             )
             + "\n"
             for e in events
-        ).encode()
+        )
+        encoded = data.encode()
         try:
-            written = os.write(self._fd, data)
-            if written != len(data):  # a regular file takes it all unless the disk is full
-                raise OSError(f"short write: {written} of {len(data)} bytes")
+            written = os.write(self._fd, encoded)
+            if written != len(encoded):  # a regular file takes it all unless the disk is full
+                raise OSError(f"short write: {written} of {len(encoded)} bytes")
             os.fdatasync(self._fd)
         except OSError as exc:
             raise IngestUnavailable(f"event log {self.path}: {exc}") from exc

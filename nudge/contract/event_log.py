@@ -6,8 +6,10 @@ the event files, so a rebuild holds every acknowledged event) and ``nudge load-s
 the part written after the batch read, so events ingested meanwhile are not lost). Both keep
 one event per (customer_id, event_id), the first line: a retried round may log an event twice.
 
-A line is complete when it ends in a newline; an unfinished last line (a write cut short by a
-crash, never acknowledged) is left for the next read, which starts at the returned offset.
+A line is complete when it ends in a newline; an unfinished last line (a write in progress)
+is left for the next read, which starts at the returned offset. Every write begins with a
+newline, so a fragment a failed write left (never acknowledged) is a line of its own: blank
+lines and lines that are not whole JSON objects are skipped.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def read_event_log(path: Path, start: int = 0) -> tuple[list[LoggedEvent], int]:
     except FileNotFoundError:
         return [], start
     whole = data.rfind(b"\n") + 1
-    return _unique(_parse(line) for line in data[:whole].splitlines()), start + whole
+    return _unique(e for line in data[:whole].splitlines() if (e := _parse(line))), start + whole
 
 
 def _unique(events: Iterable[LoggedEvent]) -> list[LoggedEvent]:
@@ -56,8 +58,14 @@ def _unique(events: Iterable[LoggedEvent]) -> list[LoggedEvent]:
     return kept
 
 
-def _parse(line: bytes) -> LoggedEvent:
-    row = json.loads(line)
+def _parse(line: bytes) -> LoggedEvent | None:
+    """The line's event; None for a blank line or a fragment of a failed write."""
+    try:
+        row = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(row, dict):
+        return None
     amount = row.get("amount")
     return LoggedEvent(
         event_id=row["event_id"],

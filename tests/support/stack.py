@@ -48,9 +48,10 @@ def timestamp(when: datetime) -> Timestamp:
 
 
 def event_log_lines(path: Path) -> list[dict[str, Any]]:
-    """Ingest's event log (JSON lines, one object per applied event), each line parsed: a line
-    that is not whole JSON (a torn write) fails the test."""
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """Ingest's event log (JSON lines, one object per applied event; each write begins with a
+    newline, so blank lines separate calls), each line parsed: a line that is not whole JSON (a
+    torn write) fails the test."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def free_port() -> int:

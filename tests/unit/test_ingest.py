@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from nudge.contract.event_log import read_event_log
 from nudge.contract.live_record import DEDUPE_WINDOW, MAX_RECENT_IDS, LiveRecord, decode_record, encode_record
 from nudge.contract.live_state import Event, apply, finalise, new_state
 from nudge.v1 import ingest_pb2
@@ -241,6 +242,24 @@ def test_event_log_lines_follow_the_batch_event_columns(store: MemoryStore, log_
             "received_at": "2026-03-27T09:30:00+00:00",
         },
     ]
+
+
+def test_a_fragment_a_failed_write_left_never_hides_the_next_events(
+    store: MemoryStore, log_path: Path
+) -> None:
+    """A write cut short (a full disk) leaves part of a line; the next call's events are still
+    whole lines, and the batch's reader skips the fragment (its call failed: nothing in it was
+    acknowledged) and reads both calls' events, each once."""
+    core = ingestor(store, log_path)
+    core.ingest([event("first", 30)], clock=CLOCK)
+    with log_path.open("a") as f:
+        f.write('{"event_id": "torn", "customer_id": "c1", "event_ti')
+    core.ingest([event("second", 20), event("third", 10)], clock=CLOCK)
+    logged, offset = read_event_log(log_path)
+    assert [e.event_id for e in logged] == ["first", "second", "third"]
+    assert offset == log_path.stat().st_size
+    later, end = read_event_log(log_path, offset)
+    assert (later, end) == ([], offset)
 
 
 def test_the_log_holds_an_event_before_its_state_is_committed(store: MemoryStore, log_path: Path) -> None:
