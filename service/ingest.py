@@ -19,9 +19,9 @@ Durability and atomicity, per round:
 1. read every customer's record (state + recent event ids) from the :class:`StateStore`;
 2. compute the new records in memory;
 3. append every newly APPLIED event to the :class:`EventLog` and fsync it, once for the call;
-4. commit each changed record with a compare-and-set on the bytes read in 1 (Redis
-   WATCH/MULTI/EXEC, a SQLite ``BEGIN IMMEDIATE`` transaction). A record another writer
-   changed meanwhile is not overwritten: that customer goes to the next round (re-read,
+4. commit each changed record with a compare-and-set on the bytes read in 1 (a Redis Lua
+   script on the customer's key, a SQLite ``BEGIN IMMEDIATE`` transaction). A record another
+   writer changed meanwhile is not overwritten: that customer goes to the next round (re-read,
    recomputed), so concurrent writers never lose an update.
 
 The log is written before any state commit, so every event a state holds is in the log and

@@ -3,10 +3,11 @@
 Chosen by the Feast repo's online store (:func:`state_store_for`), so the live states sit
 with the features they will be served beside:
 
-* Redis: key ``nudge:{<customer_id>}:state``. The braces are a hash tag: every key nudge may
-  add per customer lands in the same Redis Cluster slot, so a multi-key transaction on one
-  customer stays possible there. Compare-and-set is WATCH, GET, MULTI/SET/EXEC: EXEC fails if
-  another client changed the key after WATCH, and the caller retries.
+* Redis, one node or a Redis Cluster: key ``nudge:{<customer_id>}:state``. The braces are a
+  hash tag: every key nudge may add per customer lands in the same cluster slot. Compare-and-set
+  is one Lua script on the customer's key (GET, compare with what was read, SET if equal): Redis
+  runs a script atomically, on one node as on the cluster node owning the key, in one round
+  trip. A read pipelines one GET per customer: one round trip per node touched.
 * SQLite: a table of nudge's own in its own file beside the online store's (Feast owns its
   file and may rebuild it on ``feast apply``), one ``BEGIN IMMEDIATE`` transaction per
   compare-and-set: the write lock is taken before the read, so no other writer can interleave.
@@ -16,14 +17,16 @@ with the features they will be served beside:
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import redis
+from redis.exceptions import NoScriptError
 
 from service.ingest import IngestUnavailable, StateStore
+from service.online.redis_store import REDIS_ERRORS, RedisClient, client_of
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -36,38 +39,51 @@ def redis_key(customer_id: str) -> bytes:
     return b"nudge:{" + customer_id.encode() + b"}:state"
 
 
-class RedisStateStore:
-    """Live records in Redis (see the module docstring)."""
+# KEYS[1]: the record's key; ARGV: "1" if a record was read (else "0"), the record read, the new
+# one. GET gives false for an absent key.
+_COMPARE_AND_SET = b"""
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1
+"""
+_COMPARE_AND_SET_SHA = hashlib.sha1(_COMPARE_AND_SET).hexdigest()
 
-    def __init__(self, client: redis.Redis) -> None:
+
+class RedisStateStore:
+    """Live records in Redis, one node or a cluster (see the module docstring)."""
+
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
 
     def read(self, customer_ids: Sequence[str]) -> dict[str, bytes]:
-        """One pipelined round trip of GETs (not MGET: on a cluster the keys span slots)."""
+        """One pipelined GET per customer (not MGET: on a cluster the keys span slots), sent
+        in one write per node: one round trip per node touched."""
         try:
-            with self._client.pipeline(transaction=False) as pipe:
+            with client_of(self._client).pipeline(transaction=False) as pipe:
                 for customer_id in customer_ids:
                     pipe.get(redis_key(customer_id))
                 values = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise IngestUnavailable(f"Redis live state store: {exc}") from exc
         return {cid: value for cid, value in zip(customer_ids, values, strict=True) if value is not None}
 
     def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
-        key = redis_key(customer_id)
+        """The script by its SHA1; the first time on a node, by its text (which caches it)."""
+        args = (redis_key(customer_id), b"0" if expected is None else b"1", expected or b"", value)
         try:
-            with self._client.pipeline() as pipe:
-                pipe.watch(key)
-                if pipe.get(key) != expected:
-                    return False  # leaving the block resets the pipeline: UNWATCH
-                pipe.multi()
-                pipe.set(key, value)
-                pipe.execute()
-                return True
-        except redis.WatchError:
-            return False
-        except redis.RedisError as exc:
+            client = client_of(self._client)
+            try:
+                done = client.execute_command("EVALSHA", _COMPARE_AND_SET_SHA, 1, *args)
+            except NoScriptError:
+                done = client.execute_command("EVAL", _COMPARE_AND_SET, 1, *args)
+        except REDIS_ERRORS as exc:
             raise IngestUnavailable(f"Redis live state store: {exc}") from exc
+        return done == 1
 
     def close(self) -> None:
         self._client.close()
@@ -140,14 +156,13 @@ class UnsupportedStore(RuntimeError):
 
 
 def state_store_for(store: FeatureStore, timeout_s: float) -> StateStore:
-    """The live state store beside this repo's online store: Redis (a single node, through the
-    connection string Feast uses) or SQLite (a file next to Feast's)."""
+    """The live state store beside this repo's online store: Redis (one node or a cluster,
+    through the connection string Feast uses) or SQLite (a file next to Feast's)."""
     from service.online.readers import direct_store
-    from service.online.redis_store import redis_client
 
     direct = direct_store(store)
     if direct is not None and direct.redis is not None:
-        return RedisStateStore(redis_client(direct.redis, timeout_s))
+        return RedisStateStore(direct.redis_client(timeout_s))
     if direct is not None and direct.sqlite is not None:
         return SqliteStateStore(direct.sqlite.with_name(LIVE_DB), timeout_s)
     online = store.config.online_store
@@ -155,5 +170,6 @@ def state_store_for(store: FeatureStore, timeout_s: float) -> StateStore:
     if getattr(online, "redis_type", None) is not None:
         kind += f" ({online.redis_type.value})"
     raise UnsupportedStore(
-        f"no live state store for the online store {kind}: SQLite and single-node Redis are supported"
+        f"no live state store for the online store {kind}: SQLite and Redis (one node or a cluster) "
+        "are supported"
     )

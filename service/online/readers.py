@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from service.online.base import DEFAULT_TIMEOUT_S, OnlineFeatureReader
 from service.online.feast_sdk import FeastSdkReader
 from service.online.layout import build_layout
-from service.online.redis_store import RedisFeatureReader, redis_client
+from service.online.redis_store import RedisClient, RedisFeatureReader, cluster_client, redis_client
 from service.online.sqlite_store import SqliteFeatureReader
 
 if TYPE_CHECKING:
@@ -24,12 +24,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DirectStore:
-    """Where the repo's online store keeps its rows when nudge reads them itself: one Redis node
-    (Feast's connection string) or a SQLite file. Redis Cluster, Sentinel and other stores
-    have none (the SDK reader serves them; Ingest is not served)."""
+    """Where the repo's online store keeps its rows when nudge reads them itself: Redis, one
+    node or a cluster (Feast's connection string, ``cluster`` saying which), or a SQLite file.
+    Sentinel and other stores have none (the SDK reader serves them; Ingest is not served)."""
 
     redis: str | None = None
+    cluster: bool = False
     sqlite: Path | None = None
+
+    def redis_client(self, timeout_s: float) -> RedisClient:
+        """A client for the Redis store (call only when ``redis`` is set)."""
+        assert self.redis is not None
+        if self.cluster:
+            return cluster_client(self.redis, timeout_s)
+        return redis_client(self.redis, timeout_s)
 
 
 def direct_store(store: FeatureStore) -> DirectStore | None:
@@ -38,8 +46,13 @@ def direct_store(store: FeatureStore) -> DirectStore | None:
     from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 
     online = store.config.online_store
-    if isinstance(online, RedisOnlineStoreConfig) and online.redis_type == RedisType.redis:
-        return DirectStore(redis=online.connection_string)
+    if isinstance(online, RedisOnlineStoreConfig) and online.redis_type in (
+        RedisType.redis,
+        RedisType.redis_cluster,
+    ):
+        return DirectStore(
+            redis=online.connection_string, cluster=online.redis_type == RedisType.redis_cluster
+        )
     if isinstance(online, SqliteOnlineStoreConfig):
         return DirectStore(sqlite=Path(SqliteOnlineStore._get_db_path(store.config)))
     return None
@@ -51,7 +64,8 @@ def build_reader(
     fast: bool = True,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> OnlineFeatureReader:
-    """The reader for this store: a direct Redis/SQLite reader when possible, else the SDK's.
+    """The reader for this store: a direct Redis (one node or a cluster) or SQLite reader when
+    possible, else the SDK's.
 
     ``fast=False`` forces the SDK reader.
     """
@@ -59,7 +73,7 @@ def build_reader(
     direct = direct_store(store) if fast else None
     reader: OnlineFeatureReader
     if direct is not None and direct.redis is not None:
-        reader = RedisFeatureReader(layout, redis_client(direct.redis, timeout_s))
+        reader = RedisFeatureReader(layout, direct.redis_client(timeout_s))
     elif direct is not None and direct.sqlite is not None:
         reader = SqliteFeatureReader(layout, direct.sqlite, timeout_s)
     else:

@@ -1,38 +1,98 @@
-"""Feast's Redis online store, read in one hand-packed round trip."""
+"""Feast's Redis online store (one node or a Redis Cluster), read in one round trip per node."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import Connection, ConnectionPool
+from redis.crc import key_slot
+from redis.exceptions import AskError, RedisClusterException
 from redis.retry import Retry
 
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable
 from service.online.layout import Layout
 
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+"""What a Redis call may raise: a cluster's own errors (no node reachable, slot not covered)
+are not ``RedisError``s."""
+
+
+class ClusterClient:
+    """A :class:`RedisCluster`, made at its first use and kept.
+
+    Making one connects (it reads the slot map), where a single-node client connects at its
+    first command: made lazily, nudge starts while the cluster is down, as it does with one node,
+    and uses the cluster once it answers. :meth:`get` raises ``REDIS_ERRORS`` until then."""
+
+    def __init__(self, make: Callable[[], RedisCluster]) -> None:
+        self._make = make
+        self._client: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> RedisCluster:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._make()
+                client = self._client
+        return client
+
+    def refresh(self) -> None:
+        """Read the slot map again (after a node failed, it may have moved), if there is one."""
+        if self._client is not None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                self._client.nodes_manager.initialize()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+RedisClient = redis.Redis | ClusterClient
+"""What the Redis readers and stores take: one node, or a cluster (see :func:`redis_client`)."""
+
+
+def client_of(client: RedisClient) -> redis.Redis | RedisCluster:
+    """The redis-py client to call (a cluster's is made now if it was not yet)."""
+    return client.get() if isinstance(client, ClusterClient) else client
+
 
 class RedisFeatureReader:
-    """Reads Feast's Redis online store: one round trip for all customers.
+    """Reads Feast's Redis online store: one round trip per node for all customers.
 
-    A read sends one ``HMGET`` of exactly the needed fields per customer, all in one write,
-    then reads the replies. The command is RESP encoded by hand from parts built once (only the
-    key changes per customer), on a connection the reader keeps checked out of the client's
-    pool between reads: redis-py's pipeline and pool bookkeeping cost more than the round trip
-    itself (docs/benchmarks.md, "Figures behind choices in the code").
+    Feast keeps all of an entity's features in one hash per entity key (every view's fields and
+    ``_ts`` fields), so one ``HMGET`` of exactly the needed fields per customer reads everything,
+    on one node or on the cluster node owning the key's slot. A read sends each node's HMGETs in
+    one write, all writes before any read, then reads the replies: one round trip per node
+    touched, overlapping. The commands are RESP encoded by hand from parts built once (only the
+    key changes per customer), on connections the reader keeps checked out of each node's pool
+    between reads: redis-py's pipeline and pool bookkeeping cost more than the round trip itself
+    (docs/benchmarks.md, "Figures behind choices in the code").
 
-    The connection is taken out of a small free list for the duration of a read and put back
-    after it, so concurrent reads from several threads each use their own connection. A read
-    that fails in any way disconnects its connection (unread replies must not be left on it);
-    the next read through it reconnects, so a restarted Redis is used again without restarting
+    Connections are taken out of small free lists (one per node) for the duration of a read and
+    put back after it, so concurrent reads from several threads each use their own. A read that
+    fails in any way disconnects its connections (unread replies must not be left on them); the
+    next read through them reconnects, so a restarted Redis is used again without restarting
     nudge. Every socket operation (connect, send, each receive) is bounded by ``timeout_s`` and
     there are no retries, so a read against a dead or hung Redis fails within about one timeout
     instead of redis-py's default retries with backoff (seconds).
+
+    On a cluster, keys are routed by redis-py's slot map; a failed read also refreshes the map (a
+    failed node's slots may have moved to a replica). A read that meets ``MOVED`` or ``ASK``
+    (slots moving between nodes) is done again through redis-py's cluster pipeline, which follows
+    the redirections and updates the map, so the next read takes the fast path again.
     """
 
-    def __init__(self, layout: Layout, client: redis.Redis) -> None:
+    def __init__(self, layout: Layout, client: RedisClient) -> None:
         from feast.infra.online_stores.helpers import _mmh3
 
         self._layout = layout
@@ -42,50 +102,95 @@ class RedisFeatureReader:
         # The features' fields in the layout's flat order, then each view's ``_ts`` field.
         fields = [_mmh3(f"{v.storage_name}:{feature}") for v in layout.views for feature in v.features]
         fields += [f"_ts:{view.storage_name}".encode() for view in layout.views]
+        self._fields = fields
         self._feature_count = len(self.feature_refs)
         # RESP array of bulk strings: HMGET <key> <field>...; the key goes in between.
         self._command_head = b"*%d\r\n" % (len(fields) + 2) + _resp_bulk(b"HMGET")
         self._command_tail = b"".join(map(_resp_bulk, fields))
-        self._free: list[redis.connection.AbstractConnection] = []
+        self._free: dict[ConnectionPool, list[Connection]] = {}
 
     def read(self, customer_ids: Sequence[str], now: datetime) -> list[CustomerFeatures]:
-        """One ``HMGET`` of exactly the needed fields per customer, all in one round trip."""
+        """One ``HMGET`` of exactly the needed fields per customer, one round trip per node."""
         if not customer_ids:
             return []
         entity_key, suffix = self._layout.entity_key, self._key_suffix
-        head, tail = self._command_head, self._command_tail
-        command = b"".join(
-            [head + _resp_bulk(entity_key(customer_id) + suffix) + tail for customer_id in customer_ids]
-        )
-        replies = self._round_trip(command, len(customer_ids))
+        keys = [entity_key(customer_id) + suffix for customer_id in customer_ids]
+        try:
+            replies = self._round_trips(keys)
+        except AskError:  # MOVED is an AskError too
+            if not isinstance(self._client, ClusterClient):
+                raise
+            replies = self._redirected(self._client, keys)
         count = self._feature_count
         return [
             self._layout.assemble(customer_id, reply, [_redis_event_time(b) for b in reply[count:]], now)
             for customer_id, reply in zip(customer_ids, replies, strict=True)
         ]
 
-    def _round_trip(self, command: bytes, replies: int) -> list[list[bytes | None]]:
-        """Send the packed commands and read their replies on a connection of our own."""
+    def _round_trips(self, keys: list[bytes]) -> list[list[bytes | None]]:
+        """Send each node its packed commands, then read every reply, on connections of our own."""
+        head, tail = self._command_head, self._command_tail
+        replies: list[list[bytes | None]] = [[] for _ in keys]
+        taken: list[tuple[ConnectionPool, Connection, list[int]]] = []
         try:
-            connection = self._free.pop() if self._free else self._client.connection_pool.get_connection()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise FeatureStoreUnavailable(f"Redis online store: {exc}") from exc
-        try:
-            # redis-py sends bytes (its own pack_command makes them); types-redis says str.
-            connection.send_packed_command([command], check_health=False)  # type: ignore[list-item]
-            return [connection.read_response() for _ in range(replies)]
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            connection.disconnect()
+            for pool, indices in self._by_node(keys).items():
+                connection = self._take(pool)
+                taken.append((pool, connection, indices))
+                command = b"".join([head + _resp_bulk(keys[i]) + tail for i in indices])
+                # redis-py sends bytes (its own pack_command makes them); its hints say str.
+                connection.send_packed_command([command], check_health=False)  # type: ignore[list-item]
+            for _, connection, indices in taken:
+                for i in indices:
+                    replies[i] = connection.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
+            for _, connection, _ in taken:
+                connection.disconnect()
+            if isinstance(self._client, ClusterClient):
+                self._client.refresh()
             raise FeatureStoreUnavailable(f"Redis online store: {exc}") from exc
         except BaseException:
-            connection.disconnect()  # e.g. a Redis error reply: the rest were never read
+            for _, connection, _ in taken:
+                connection.disconnect()  # e.g. an error reply (MOVED): the rest were never read
             raise
         finally:
-            self._free.append(connection)
+            for pool, connection, _ in taken:
+                self._free.setdefault(pool, []).append(connection)
+        return replies
+
+    def _by_node(self, keys: list[bytes]) -> dict[ConnectionPool, list[int]]:
+        """The keys' indices grouped by the connection pool of the node that owns them."""
+        if isinstance(self._client, redis.Redis):
+            return {self._client.connection_pool: list(range(len(keys)))}
+        cluster = self._client.get()
+        owner = cluster.nodes_manager.get_node_from_slot
+        groups: dict[ConnectionPool, list[int]] = {}
+        for i, key in enumerate(keys):
+            node = owner(key_slot(key))  # type: ignore[arg-type]  # types-redis 4.6: slot as str
+            pool = cluster.get_redis_connection(node).connection_pool
+            groups.setdefault(pool, []).append(i)
+        return groups
+
+    def _take(self, pool: ConnectionPool) -> Connection:
+        try:
+            return self._free[pool].pop()
+        except (KeyError, IndexError):
+            return pool.get_connection()  # type: ignore[call-arg]  # types-redis 4.6: command_name
+
+    def _redirected(self, client: ClusterClient, keys: list[bytes]) -> list[list[bytes | None]]:
+        """The read again through redis-py's cluster pipeline (it follows MOVED and ASK)."""
+        try:
+            with client.get().pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(key, self._fields)
+                replies: list[list[bytes | None]] = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise FeatureStoreUnavailable(f"Redis online store: {exc}") from exc
+        return replies
 
     def close(self) -> None:
-        while self._free:
-            self._client.connection_pool.release(self._free.pop())
+        for pool, connections in self._free.items():
+            while connections:
+                pool.release(connections.pop())
         self._client.close()
 
 
@@ -103,18 +208,27 @@ def _redis_event_time(blob: bytes | None) -> datetime | None:
 
 
 def redis_client(connection_string: str, timeout_s: float) -> redis.Redis:
-    """A pooled client for Feast's connection string (``host:port,password=..,ssl=..,db=..``).
+    """A pooled client for Feast's connection string of one node (``host:port,password=..,
+    ssl=..,db=..``).
 
     Parsed with Feast's own parser so every option Feast accepts means the same here;
-    nudge's timeout replaces any ``socket_timeout`` in the string.
+    nudge's timeout replaces any ``socket_timeout`` in the string, and there are no retries.
     """
+    nodes, options = _parse(connection_string, timeout_s)
+    host, port = nodes[0]["host"], int(nodes[0]["port"])
+    return redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **options)
+
+
+def cluster_client(connection_string: str, timeout_s: float) -> ClusterClient:
+    """A cluster client for Feast's connection string of a cluster (``host:port,host:port,...``
+    and the same options, less ``db``), made at first use; the same timeouts, no retries."""
+    nodes, options = _parse(connection_string, timeout_s)
+    startup = [ClusterNode(node["host"], int(node["port"])) for node in nodes]
+    return ClusterClient(lambda: RedisCluster(startup_nodes=startup, retry=Retry(NoBackoff(), 0), **options))
+
+
+def _parse(connection_string: str, timeout_s: float) -> tuple[list[dict[str, str]], dict[str, Any]]:
     from feast.infra.online_stores.redis import RedisOnlineStore
 
     nodes, params = RedisOnlineStore._parse_connection_string(connection_string)
-    options = {
-        **params,
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    return redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **options)
+    return nodes, {**params, "socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}

@@ -4,29 +4,19 @@ processes ingesting interleaved events for the same customers with no update los
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import redis
 
+from nudge.contract.live_record import decode_record
 from service.config import Settings
-from service.ingest import (
-    EventLog,
-    IngestEvent,
-    Ingestor,
-    IngestUnavailable,
-    StateStore,
-    decode_record,
-)
+from service.ingest import EventLog, IngestEvent, Ingestor, IngestUnavailable, StateStore
 from service.live_stores import (
     RedisStateStore,
     SqliteStateStore,
@@ -35,17 +25,8 @@ from service.live_stores import (
     state_store_for,
 )
 from service.online.redis_store import redis_client
+from tests.support.live_writers import CLOCK, TIMEOUT_S, assert_two_writers_lose_no_update, open_store
 from tests.support.stack import RedisServer, free_port
-
-CLOCK = datetime(2026, 3, 27, 9, 30, tzinfo=UTC)
-TIMEOUT_S = 5.0  # generous: the concurrency test's writers queue for each other's fsyncs
-
-
-def open_store(kind: str, where: str, timeout_s: float = TIMEOUT_S) -> StateStore:
-    """A store of its own (own connection): also what each worker process opens."""
-    if kind == "redis":
-        return RedisStateStore(redis_client(where, timeout_s))
-    return SqliteStateStore(Path(where), timeout_s)
 
 
 @pytest.fixture(params=["redis", "sqlite"])
@@ -108,10 +89,12 @@ def test_ingest_through_a_real_store(store: StateStore, prefix: str, tmp_path: P
 def test_redis_key_is_one_per_customer_with_its_hash_tag(redis_server: RedisServer, prefix: str) -> None:
     store = RedisStateStore(redis_client(redis_server.address, TIMEOUT_S))
     cid = prefix + "x"
-    assert store.compare_and_set(cid, None, b"v")
     client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    client.script_flush()  # the first compare-and-set sends the script's text, the next its SHA1
+    assert store.compare_and_set(cid, None, b"v")
+    assert store.compare_and_set(cid, b"v", b"w")
     assert redis_key(cid) == f"nudge:{{{cid}}}:state".encode()
-    assert client.get(f"nudge:{{{cid}}}:state") == b"v"
+    assert client.get(f"nudge:{{{cid}}}:state") == b"w"
     client.close()
     store.close()
 
@@ -119,16 +102,19 @@ def test_redis_key_is_one_per_customer_with_its_hash_tag(redis_server: RedisServ
 def test_an_online_store_without_a_live_state_store_is_named() -> None:
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 
-    online = RedisOnlineStoreConfig(redis_type=RedisType.redis_cluster, connection_string="127.0.0.1:7000")
+    online = RedisOnlineStoreConfig(redis_type=RedisType.redis_sentinel, connection_string="127.0.0.1:7000")
     feast_store = SimpleNamespace(config=SimpleNamespace(online_store=online))
     with pytest.raises(
-        UnsupportedStore, match=r"online store redis \(redis_cluster\): SQLite and single-node"
+        UnsupportedStore, match=r"online store redis \(redis_sentinel\): SQLite and Redis \(one node or a"
     ):
         state_store_for(feast_store, TIMEOUT_S)  # type: ignore[arg-type]
 
 
-def test_unreachable_redis_is_unavailable() -> None:
-    store = RedisStateStore(redis_client(f"127.0.0.1:{free_port()}", 0.05))
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_unreachable_redis_is_unavailable(kind: str) -> None:
+    """Also a cluster none of whose nodes answers: its client is made at first use, so opening
+    the store does not fail (nudge starts), each call does."""
+    store = open_store(kind, f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}", 0.05)
     with pytest.raises(IngestUnavailable, match="Redis live state store"):
         store.read(["c"])
     with pytest.raises(IngestUnavailable, match="Redis live state store"):
@@ -153,58 +139,8 @@ def test_locked_sqlite_is_unavailable_after_the_timeout(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- no lost update
 
-ROUNDS = 40
-
-
-def _worker(
-    kind: str, where: str, log_path: str, batches: list[list[IngestEvent]], start_at: float
-) -> list[str]:
-    """One writer process: its own connection, its own Ingestor, the shared log file."""
-    core = Ingestor(open_store(kind, where), EventLog(Path(log_path)), Settings())
-    time.sleep(max(start_at - time.time(), 0.0))  # both start together, after their imports
-    outcomes = [r.outcome.value for batch in batches for r in core.ingest(batch, clock=CLOCK)]
-    core.close()
-    return outcomes
-
 
 def test_two_processes_interleaving_events_lose_no_update(
     where: tuple[str, str], prefix: str, tmp_path: Path
 ) -> None:
-    """Both processes send their own purchases and the same shared ones for the same three
-    customers, all at one instant (so none is LATE): each customer must end with every own
-    purchase of both and each shared one once, whoever won each race."""
-    customers = [f"{prefix}{i}" for i in range(3)]
-    log = tmp_path / "events.jsonl"
-
-    def batches(worker: str) -> list[list[IngestEvent]]:
-        return [
-            [
-                IngestEvent(event_id, cid, CLOCK, "purchase", amount=1.0)
-                for cid in customers
-                for event_id in (f"{worker}-{k}", f"shared-{k}")
-            ]
-            for k in range(ROUNDS)
-        ]
-
-    start_at = time.time() + 3.0
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, *where, str(log), batches(w), start_at) for w in ("a", "b")]
-        outcomes = [outcome for f in futures for outcome in f.result(timeout=120)]
-
-    store = open_store(*where)
-    records = {cid: decode_record(raw) for cid, raw in store.read(customers).items()}
-    store.close()
-    expected = 3 * ROUNDS  # a-k, b-k and shared-k for every k
-    for cid in customers:
-        assert records[cid].state.purchase_count == expected, cid
-        assert records[cid].state.amount_total == float(expected)
-        assert len(records[cid].recent) == expected
-    assert outcomes.count("APPLIED") == expected * len(customers)
-    assert outcomes.count("DUPLICATE") == ROUNDS * len(customers)  # each shared one, by the loser
-    # Every applied event is in the log (at least once: a lost round may have logged it too).
-    lines = {(line["customer_id"], line["event_id"]) for line in _lines(log)}
-    assert lines == {(cid, event_id) for cid in customers for event_id in records[cid].recent}
-
-
-def _lines(path: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    assert_two_writers_lose_no_update(*where, prefix, tmp_path / "events.jsonl")
