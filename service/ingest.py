@@ -99,6 +99,9 @@ class IngestUnavailable(RuntimeError):
     """The state store or the event log failed (or contention outlasted the retries)."""
 
 
+Change = tuple[str, bytes | None, bytes]  # customer_id, the record read (None: absent), the new one
+
+
 class StateStore(Protocol):
     """One record (opaque bytes) per customer, changed only by compare-and-set.
 
@@ -109,9 +112,11 @@ class StateStore(Protocol):
         """The records of those customers that have one."""
         ...
 
-    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
-        """Store ``value`` if the record is still ``expected`` (None: absent), atomically;
-        False, changing nothing, if another writer changed it."""
+    def compare_and_set(self, changes: Sequence[Change]) -> set[str]:
+        """For each (customer_id, expected, value): store ``value`` if the record is still
+        ``expected`` (None: absent), atomically per customer; returns the customers another
+        writer changed meanwhile (nothing stored for them). One call for a whole batch, so a
+        store commits it at once (one SQLite transaction, one Redis round trip per node)."""
         ...
 
     def close(self) -> None: ...
@@ -255,9 +260,12 @@ class Ingestor:
         ]
         self.log.append(fresh, clock)
         logged.update((e.customer_id, e.event_id) for e in fresh)
+        lost = self.store.compare_and_set(
+            [(cid, stored.get(cid), plan.value) for cid, plan in plans.items() if plan.value is not None]
+        )
         conflicts = {}
         for cid, plan in plans.items():
-            if plan.value is not None and not self.store.compare_and_set(cid, stored.get(cid), plan.value):
+            if cid in lost:
                 conflicts[cid] = pending[cid]
                 continue
             for index, result in plan.results.items():

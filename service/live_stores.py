@@ -10,7 +10,7 @@ with the features they will be served beside:
   trip. A read pipelines one GET per customer: one round trip per node touched.
 * SQLite: a table of nudge's own in its own file beside the online store's (Feast owns its
   file and may rebuild it on ``feast apply``), one ``BEGIN IMMEDIATE`` transaction per
-  compare-and-set: the write lock is taken before the read, so no other writer can interleave.
+  compare-and-set of a batch: the write lock is taken before the read, so no other writer can interleave.
   WAL mode, so Ingest's commits do not block readers; ``synchronous=FULL``, so a commit is on
   disk when Ingest answers.
 """
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import NoScriptError
 
-from service.ingest import IngestUnavailable, StateStore
+from service.ingest import Change, IngestUnavailable, StateStore
 from service.online.redis_store import REDIS_ERRORS, RedisClient, client_of
 
 if TYPE_CHECKING:
@@ -72,18 +72,29 @@ class RedisStateStore:
             raise IngestUnavailable(f"Redis live state store: {exc}") from exc
         return {cid: value for cid, value in zip(customer_ids, values, strict=True) if value is not None}
 
-    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
-        """The script by its SHA1; the first time on a node, by its text (which caches it)."""
-        args = (redis_key(customer_id), b"0" if expected is None else b"1", expected or b"", value)
+    def compare_and_set(self, changes: Sequence[Change]) -> set[str]:
+        """One script call per customer, pipelined (one round trip per node touched), by the
+        script's SHA1; on a node that does not know it yet, again by its text (which caches it)."""
+        if not changes:
+            return set()
+        calls = [
+            (redis_key(cid), b"0" if expected is None else b"1", expected or b"", value)
+            for cid, expected, value in changes
+        ]
         try:
             client = client_of(self._client)
-            try:
-                done = client.execute_command("EVALSHA", _COMPARE_AND_SET_SHA, 1, *args)
-            except NoScriptError:
-                done = client.execute_command("EVAL", _COMPARE_AND_SET, 1, *args)
+            with client.pipeline(transaction=False) as pipe:
+                for args in calls:
+                    pipe.execute_command("EVALSHA", _COMPARE_AND_SET_SHA, 1, *args)
+                done = pipe.execute(raise_on_error=False)
+            for index, result in enumerate(done):
+                if isinstance(result, NoScriptError):
+                    done[index] = client.execute_command("EVAL", _COMPARE_AND_SET, 1, *calls[index])
+                elif isinstance(result, Exception):
+                    raise result
         except REDIS_ERRORS as exc:
             raise IngestUnavailable(f"Redis live state store: {exc}") from exc
-        return done == 1
+        return {cid for (cid, _, _), result in zip(changes, done, strict=True) if result != 1}
 
     def close(self) -> None:
         self._client.close()
@@ -126,26 +137,26 @@ class SqliteStateStore:
             raise IngestUnavailable(f"SQLite live state store {self.path}: {exc}") from exc
         return found
 
-    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
+    def compare_and_set(self, changes: Sequence[Change]) -> set[str]:
+        """One transaction for the batch: the write lock first, then the records compared,
+        the unchanged ones written, one commit (one fsync)."""
+        if not changes:
+            return set()
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute(
-                    "SELECT record FROM live_state WHERE customer_id = ?", (customer_id,)
-                ).fetchone()
-                if (None if row is None else row[0]) != expected:
-                    conn.execute("ROLLBACK")
-                    return False
-                conn.execute("INSERT OR REPLACE INTO live_state VALUES (?, ?)", (customer_id, value))
+                current = self.read([cid for cid, _, _ in changes])
+                writes = [(cid, value) for cid, expected, value in changes if current.get(cid) == expected]
+                conn.executemany("INSERT OR REPLACE INTO live_state VALUES (?, ?)", writes)
                 conn.execute("COMMIT")
-                return True
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise IngestUnavailable(f"SQLite live state store {self.path}: {exc}") from exc
+        return {cid for cid, expected, _ in changes if current.get(cid) != expected}
 
     def close(self) -> None:
         self._conn.close()

@@ -104,17 +104,17 @@ def load(store: StateStore, states: Path, log: Path) -> Loaded:
             logged, position = read_event_log(log, position)  # after the read: see the docstring
             for event in logged:
                 since.setdefault(event.customer_id, []).append(event)
-            for customer_id in chunk:
-                value, late = _merged(batch[customer_id], since.get(customer_id, ()))
-                current = stored.get(customer_id)
-                if current == value:
-                    unchanged += 1
-                elif store.compare_and_set(customer_id, current, value):
-                    written += 1
-                else:
-                    conflicts.append(customer_id)
-                    continue
-                skipped += late
+            merged = {cid: _merged(batch[cid], since.get(cid, ())) for cid in chunk}
+            changes = [
+                (cid, stored.get(cid), value)
+                for cid, (value, _) in merged.items()
+                if stored.get(cid) != value
+            ]
+            lost = store.compare_and_set(changes)
+            conflicts += sorted(lost)
+            written += len(changes) - len(lost)
+            unchanged += len(chunk) - len(changes)
+            skipped += sum(late for cid, (_, late) in merged.items() if cid not in lost)
         if not conflicts:
             return Loaded(written, unchanged, sum(len(v) for v in since.values()), skipped)
         pending = conflicts

@@ -132,7 +132,7 @@ def test_load_states_again_keeps_what_was_ingested_and_overwrites_drift(
         held = store.read([active, drifted])
         wrong = decode_record(held[drifted])
         apply(wrong.state, Event(wrong.state.last_event or 0, "purchase", 1e6))
-        assert store.compare_and_set(drifted, held[drifted], encode_record(wrong))
+        assert store.compare_and_set([(drifted, held[drifted], encode_record(wrong))]) == set()
         out = run_cli(str(BIN / "nudge"), "load-states", "--repo", str(live_stack.repo))
         after = store.read([active, drifted])
     finally:

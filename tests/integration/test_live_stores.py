@@ -54,17 +54,30 @@ def prefix() -> str:
 def test_compare_and_set_writes_only_over_what_was_read(store: StateStore, prefix: str) -> None:
     a, b = prefix + "a", prefix + "b"
     assert store.read([a, b]) == {}
-    assert store.compare_and_set(a, None, b"v1")
-    assert not store.compare_and_set(a, None, b"other")  # created meanwhile: not overwritten
-    assert not store.compare_and_set(a, b"stale", b"other")
-    assert store.compare_and_set(a, b"v1", b"v2")
+    assert store.compare_and_set([(a, None, b"v1")]) == set()
+    assert store.compare_and_set([(a, None, b"other")]) == {a}  # created meanwhile: not overwritten
+    assert store.compare_and_set([(a, b"stale", b"other")]) == {a}
+    assert store.compare_and_set([(a, b"v1", b"v2")]) == set()
     assert store.read([a, b]) == {a: b"v2"}
+
+
+def test_a_batch_writes_what_was_read_and_reports_the_rest(store: StateStore, prefix: str) -> None:
+    """One call, many customers (one transaction / one round trip): each compared on its own."""
+    ids = [f"{prefix}{i}" for i in range(700)]  # beyond one SQLite statement's parameters
+    assert store.compare_and_set([(cid, None, b"v1") for cid in ids[::2]]) == set()
+    stale = set(ids[:10:2])
+    batch = [(cid, None if cid in stale else b"v1", b"v2") for cid in ids[::2]]
+    batch += [(cid, None, b"new") for cid in ids[1::2]]
+    assert store.compare_and_set(batch) == stale
+    expected = {cid: b"v1" for cid in stale} | {cid: b"v2" for cid in ids[10::2]}
+    assert store.read(ids) == expected | {cid: b"new" for cid in ids[1::2]}
+    assert store.compare_and_set([]) == set()
 
 
 def test_reads_many_customers_at_once(store: StateStore, prefix: str) -> None:
     ids = [f"{prefix}{i}" for i in range(1200)]  # beyond one SQLite statement's parameters
     for cid in ids[::7]:
-        assert store.compare_and_set(cid, None, cid.encode())
+        assert store.compare_and_set([(cid, None, cid.encode())]) == set()
     assert store.read(ids) == {cid: cid.encode() for cid in ids[::7]}
 
 
@@ -91,8 +104,8 @@ def test_redis_key_is_one_per_customer_with_its_hash_tag(redis_server: RedisServ
     cid = prefix + "x"
     client = redis.Redis(host=redis_server.host, port=redis_server.port)
     client.script_flush()  # the first compare-and-set sends the script's text, the next its SHA1
-    assert store.compare_and_set(cid, None, b"v")
-    assert store.compare_and_set(cid, b"v", b"w")
+    assert store.compare_and_set([(cid, None, b"v")]) == set()
+    assert store.compare_and_set([(cid, b"v", b"w")]) == set()
     assert redis_key(cid) == f"nudge:{{{cid}}}:state".encode()
     assert client.get(f"nudge:{{{cid}}}:state") == b"w"
     client.close()
@@ -118,7 +131,7 @@ def test_unreachable_redis_is_unavailable(kind: str) -> None:
     with pytest.raises(IngestUnavailable, match="Redis live state store"):
         store.read(["c"])
     with pytest.raises(IngestUnavailable, match="Redis live state store"):
-        store.compare_and_set("c", None, b"v")
+        store.compare_and_set([("c", None, b"v")])
 
 
 def test_locked_sqlite_is_unavailable_after_the_timeout(tmp_path: Path) -> None:
@@ -129,11 +142,11 @@ def test_locked_sqlite_is_unavailable_after_the_timeout(tmp_path: Path) -> None:
     try:
         assert store.read(["c"]) == {}  # WAL: reads go on
         with pytest.raises(IngestUnavailable, match="database is locked"):
-            store.compare_and_set("c", None, b"v")
+            store.compare_and_set([("c", None, b"v")])
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert store.compare_and_set("c", None, b"v")
+    assert store.compare_and_set([("c", None, b"v")]) == set()
     store.close()
 
 

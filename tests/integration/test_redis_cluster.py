@@ -197,7 +197,7 @@ def test_live_states_read_in_one_round_trip_per_node(
     prefix = f"t{uuid.uuid4().hex[:8]}-"
     ids = [prefix + c for c in customers]
     for cid in ids[::2]:
-        assert store.compare_and_set(cid, None, cid.encode())
+        assert store.compare_and_set([(cid, None, cid.encode())]) == set()
     ports = owner_ports(cluster, [redis_key(c) for c in ids])
     assert len(set(ports)) == 3
     store.read(ids)  # connections made (their handshakes are not the read's)

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nudge.contract.live_record import LiveRecord, decode_record
 from nudge.contract.manifest import FeatureInput, Manifest, write_model_dir
 from nudge.contract.week import HOURS_PER_WEEK
+from service.ingest import Change
 from service.models import ModelSet, load_model
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable
 
@@ -147,13 +148,16 @@ class MemoryStore:
     def read(self, customer_ids: Sequence[str]) -> dict[str, bytes]:
         return {cid: self.records[cid] for cid in customer_ids if cid in self.records}
 
-    def compare_and_set(self, customer_id: str, expected: bytes | None, value: bytes) -> bool:
-        if self.before_commit is not None:
-            self.before_commit(customer_id)
-        if self.records.get(customer_id) != expected:
-            return False
-        self.records[customer_id] = value
-        return True
+    def compare_and_set(self, changes: Sequence[Change]) -> set[str]:
+        lost = set()
+        for customer_id, expected, value in changes:
+            if self.before_commit is not None:
+                self.before_commit(customer_id)
+            if self.records.get(customer_id) != expected:
+                lost.add(customer_id)
+            else:
+                self.records[customer_id] = value
+        return lost
 
     def close(self) -> None:
         pass
