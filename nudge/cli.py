@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "load-states": ("service.load_states", "Load the live states nudge features built into the live store."),
     "serve": ("service.server", "Run the gRPC scoring server."),
     "score": ("nudge.client.score", "Score customers against a running server."),
+    "score-audience": ("service.audience", "Score a whole audience as of a time into a parquet file."),
     "ingest": ("nudge.client.ingest", "Replay an events file through a running server's Ingest API."),
     "bench": ("nudge.client.bench", "Load-test a server the way ghz does; compare feature paths."),
     "demo": ("nudge.demo", "Simulate, build features, train, serve and score, end to end."),
@@ -44,7 +45,7 @@ def _top_parser() -> argparse.ArgumentParser:
         description="Purchase propensity and best send time over gRPC, from Feast features and ONNX models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items())
+        + "\n".join(f"  {name:<15} {text}" for name, (_, text) in COMMANDS.items())
         + "\n\nRun 'nudge COMMAND --help' for a command's options.",
     )
     parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")

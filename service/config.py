@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,12 @@ def _converter(f: dataclasses.Field[Any]) -> Any:
     return str
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per Settings field; defaults come from the environment, then the dataclass."""
+def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """Add one flag per Settings field (those named in ``only``, when given); defaults come from
+    the environment, then the dataclass."""
     for f in dataclasses.fields(Settings):
+        if only is not None and f.name not in only:
+            continue
         env = _env_name(f.name)
         convert = _converter(f)
         default = os.environ.get(env)

@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,7 @@ from service import config, logs, security
 from service.grpc_api import IngestServicer, ScoringServicer, add_ingest_service, add_scoring_service
 from service.ingest import EventLog, Ingestor, IngestUnavailable
 from service.models import check_served, load_latest
+from service.online.base import OnlineFeatureReader
 from service.online.live import LiveFeatures
 from service.reloader import ModelReloader
 from service.scorer import CONTEXT_REFS, Scorer
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
     from service.tracing import Tracing
 
 log = logging.getLogger("nudge.server")
+
+ReaderFactory = Callable[["FeatureStore", list[str]], OnlineFeatureReader]
 
 
 class StartupError(UserError):
@@ -70,10 +73,14 @@ def open_store(settings: config.Settings) -> FeatureStore:
     return FeatureStore(repo_path=str(settings.repo), fs_yaml_file=Path(yaml_path) if yaml_path else None)
 
 
-def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
+def build_scorer(
+    settings: config.Settings, make_reader: ReaderFactory | None = None
+) -> tuple[Scorer, FeatureStore]:
     """Everything done once: models loaded and checked, registry checked, read plan derived.
 
-    Models first: a models directory the server cannot use is refused before Feast's import."""
+    Models first: a models directory the server cannot use is refused before Feast's import.
+    ``make_reader(store, refs)`` builds the feature reader (default: the online store's, as the
+    server reads; ``nudge score-audience`` passes one over the offline tables)."""
     from service.online.readers import reader_for
 
     try:
@@ -83,7 +90,8 @@ def build_scorer(settings: config.Settings) -> tuple[Scorer, FeatureStore]:
     except ManifestError as exc:
         raise StartupError(f"refusing to start: {exc}") from exc
     refs = list(dict.fromkeys([*models.feature_refs, *CONTEXT_REFS]))
-    return Scorer(reader_for(store, refs, settings), models, settings), store
+    reader = make_reader(store, refs) if make_reader else reader_for(store, refs, settings)
+    return Scorer(reader, models, settings), store
 
 
 def build_ingestor(settings: config.Settings, store: FeatureStore) -> Ingestor:
