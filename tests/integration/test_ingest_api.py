@@ -18,10 +18,15 @@ from nudge.contract.live_record import LiveRecord, decode_record
 from nudge.v1 import ingest_pb2 as pb
 from nudge.v1 import ingest_pb2_grpc, scoring_pb2, scoring_pb2_grpc
 from service.ingest import StateStore
-from service.live_stores import LIVE_DB, RedisStateStore, SqliteStateStore
-from service.online.redis_store import redis_client
 from tests.support.ops import delta, scrape
-from tests.support.stack import RedisServer, ServerProcess, Stack, event_log_lines, free_port, timestamp
+from tests.support.stack import (
+    ServerProcess,
+    Stack,
+    event_log_lines,
+    free_port,
+    stack_and_live_store,
+    timestamp,
+)
 
 INGEST = "nudge.v1.IngestService/Ingest"
 
@@ -31,14 +36,8 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, StateStore, Path]]:
     """A server on each stack with its own event log, and the live state store it writes to."""
-    stack: Stack = request.getfixturevalue("stack" if request.param == "sqlite" else "redis_stack")
+    stack, store = stack_and_live_store(request)
     log = tmp_path_factory.mktemp("ingest") / "events.log.jsonl"
-    store: StateStore
-    if request.param == "sqlite":
-        store = SqliteStateStore(stack.repo / "data" / LIVE_DB, 5.0)
-    else:
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStateStore(redis_client(redis.address, 5.0))
     with ServerProcess(stack, "--event-log", str(log), "--max-batch", "3") as server:
         yield server, store, log
     store.close()

@@ -36,9 +36,13 @@ from nudge.contract.live_record import MAX_RECENT_IDS, LiveRecord, decode_record
 from nudge.v1 import ingest_pb2 as pb
 from nudge.v1 import ingest_pb2_grpc
 from service.ingest import StateStore
-from service.live_stores import LIVE_DB, RedisStateStore, SqliteStateStore
-from service.online.redis_store import redis_client
-from tests.support.stack import RedisServer, ServerProcess, Stack, event_log_lines, timestamp
+from tests.support.stack import (
+    ServerProcess,
+    Stack,
+    event_log_lines,
+    stack_and_live_store,
+    timestamp,
+)
 
 THREADS = 3
 CUSTOMERS_PER_THREAD = 3
@@ -53,13 +57,7 @@ DUPLICATE = pb.EventResult.OUTCOME_DUPLICATE
 @pytest.fixture(params=["sqlite", "redis"])
 def live(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, StateStore]]:
     """A stack, and the live state store its servers write to, read directly."""
-    stack: Stack = request.getfixturevalue("stack" if request.param == "sqlite" else "redis_stack")
-    store: StateStore
-    if request.param == "sqlite":
-        store = SqliteStateStore(stack.repo / "data" / LIVE_DB, 5.0)
-    else:
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStateStore(redis_client(redis.address, 5.0))
+    stack, store = stack_and_live_store(request)
     yield stack, store
     store.close()
 

@@ -27,6 +27,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 if TYPE_CHECKING:
+    from service.ingest import StateStore
     from training.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -404,3 +405,16 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stack_and_live_store(request: pytest.FixtureRequest) -> tuple[Stack, StateStore]:
+    """For a fixture parametrised "sqlite"/"redis": that session stack, and the live state store
+    its servers write to, opened directly (the caller closes it)."""
+    from service.live_stores import LIVE_DB, RedisStateStore, SqliteStateStore
+    from service.online.redis_store import redis_client
+
+    stack: Stack = request.getfixturevalue("stack" if request.param == "sqlite" else "redis_stack")
+    if request.param == "sqlite":
+        return stack, SqliteStateStore(stack.repo / "data" / LIVE_DB, 5.0)
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return stack, RedisStateStore(redis_client(redis.address, 5.0))
