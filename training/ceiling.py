@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from training.features import DAY, _Customers, _Timeline, _unix_seconds
-from training.train import Limits, PropensitySet, Run, prepare, propensity_set
+from training.train import Limits, PropensitySet, Run, prepare, propensity_set, single_threaded
 
 RENEWAL = ("renewal_shape", "renewal_scale_hours")
 OPENS = ("email_open", "push_open")
@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):  # as `nudge train` fits
+    with single_threaded():  # as `nudge train` fits
         run = prepare(
             args.repo, args.events, args.customers, args.horizon_days, args.truth, args.seeds[0], Limits()
         )

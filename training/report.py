@@ -119,9 +119,19 @@ def summary_table(report: Mapping[str, Any]) -> str:
             f"send-time hit@3 baselines: global {_fmt(s['baseline_global_hit_at_3'])}, "
             f"customer's modal slots {_fmt(s['baseline_modal_hit_at_3'])}"
         )
+        if s.get("candidates"):
+            lines.append(f"send-time candidates, validation hit@3: {candidate_summary(s['candidates'])}")
     if "served" in report:
         lines.append(f"at random test instants, exact vs as served: {served_summary(report['served'])}")
     return "\n".join(lines)
+
+
+def candidate_summary(candidates: Mapping[str, Mapping[str, Any]]) -> str:
+    """One line of a comparison table: each candidate's validation hit@3, the chosen one marked."""
+    return ", ".join(
+        f"{name} {_fmt(c['hit_at_3'])}{' (chosen)' if c.get('chosen') else ''}"
+        for name, c in candidates.items()
+    )
 
 
 def served_summary(served: Mapping[str, Any]) -> str:
@@ -157,7 +167,7 @@ def render_html(report: Mapping[str, Any], plots: Plots) -> str:
     candidates = "".join(
         f"<tr><td>{html.escape(name)}</td>"
         + "".join(f"<td>{_fmt(c.get(k))}</td>" for k in _CANDIDATE_COLUMNS)
-        + "</tr>"
+        + f"<td>{'yes' if c.get('chosen') else ''}</td></tr>"
         for name, c in report["send_time"].get("candidates", {}).items()
     )
     figures = "".join(
@@ -165,7 +175,7 @@ def render_html(report: Mapping[str, Any], plots: Plots) -> str:
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
         for title, png in _figures(plots)
     )
-    header = "".join(f"<th>{k}</th>" for k in _CANDIDATE_COLUMNS)
+    header = "".join(f"<th>{_CANDIDATE_COLUMNS[k]}</th>" for k in _CANDIDATE_COLUMNS) + "<th>chosen</th>"
     send_time = report["send_time"]
     if not_applicable(send_time):
         structures = (
@@ -173,9 +183,9 @@ def render_html(report: Mapping[str, Any], plots: Plots) -> str:
             f"exported.</p><p>To serve: {html.escape(send_time['serving'])}.</p>"
         )
     else:
-        structures = f"""<h2>Send-time structures compared (selection period, not test)</h2>
+        structures = f"""<h2>Send-time structures compared on this run's validation period (not test)</h2>
 <table><tr><th>candidate</th>{header}</tr>{candidates}</table>
-<p>Chosen: {html.escape(str(send_time.get("model")))}</p>"""
+<p>Chosen: {html.escape(str(send_time.get("model")))}. Rule: {html.escape(str(send_time.get("selection")))}.</p>"""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nudge training report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
@@ -220,7 +230,14 @@ def _served_html(report: Mapping[str, Any]) -> str:
     )
 
 
-_CANDIDATE_COLUMNS = ("hit_at_1", "hit_at_3", "hit_at_6", "log_loss", "ort_latency_ms", "fit_seconds")
+_CANDIDATE_COLUMNS = {  # report key: column title (validation metrics)
+    "hit_at_3": "validation hit@3",
+    "hit_at_1": "hit@1",
+    "hit_at_6": "hit@6",
+    "log_loss": "log loss",
+    "ort_latency_ms": "onnxruntime ms/call",
+    "fit_seconds": "fit s",
+}
 
 
 def _figures(plots: Plots) -> list[tuple[str, str]]:

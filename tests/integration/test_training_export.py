@@ -20,7 +20,7 @@ from training.evaluate import hit_at_k
 from training.export import ParityError, export_checked, write_model
 from training.labels import SLOTS
 from training.propensity import fit_propensity, snap_thresholds_to_float32
-from training.send_time import MIXTURE, fit_send_time, register_converter
+from training.send_time import LOGIT, MIXTURE, SlotLogit, fit_send_time, register_converter
 
 CREATED = datetime(2026, 5, 1, 12, 30, 5, tzinfo=UTC)
 
@@ -169,3 +169,24 @@ def test_send_time_mixture_exports_all_slots_with_a_population_prior_for_cold_st
     own = hit_at_k(probs[warm], y[:1000][warm], 1)
     population = hit_at_k(np.tile(model.prior_, (int(warm.sum()), 1)), y[:1000][warm], 1)
     assert own > 0.5 > 0.05 > population
+
+
+def test_send_time_logit_exports_with_parity_including_unknown_recency_and_cold_start() -> None:
+    register_converter()
+    rng = np.random.default_rng(3)
+    x, y = synthetic_engagements(rng, 3000)
+    x[:50, -1] = np.nan  # history, but the stats row (recency) is missing: its own input
+    model = fit_send_time(LOGIT, send_time_layout(), x, y, seed=0)
+    assert isinstance(model, SlotLogit)
+    cold_row = np.full((1, x.shape[1]), np.nan, np.float32)
+    checked = np.vstack([x[:1000], cold_row])
+    exported = export_checked(model, checked, "send_time")
+    assert exported.max_abs_diff <= 1e-5
+    probs = exported.probabilities
+    assert probs.shape == (1001, SLOTS)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    assert (probs[:, 120:] > 0).all()  # slots never seen in training still get probability
+    b, _, _ = model.parameters()
+    np.testing.assert_allclose(probs[-1], np.exp(b) / np.exp(b).sum())  # no history: slot effects
+    warm = ~np.isnan(x[:1000, 0])
+    assert hit_at_k(probs[:1000][warm], y[:1000][warm], 1) > 0.5

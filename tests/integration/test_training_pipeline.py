@@ -55,6 +55,11 @@ def test_models_learn_on_a_simulated_population(stack: Stack) -> None:
     assert s["hit_at_3"] > 2 * s["baseline_global_hit_at_3"]
     assert s["hit_at_3"] >= s["baseline_modal_hit_at_3"]
     assert p["oracle_roc_auc"] is None and s["oracle_hit_at_3"] is None  # no --truth given
+    # every run compares the send-time structures on its validation period and ships the best
+    candidates = s["candidates"]
+    assert set(candidates) == {"mixture", "logit"}
+    assert [name for name, c in candidates.items() if c["chosen"]] == [s["model"]]
+    assert candidates[s["model"]]["hit_at_3"] == max(c["hit_at_3"] for c in candidates.values())
     html = (stack.models / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
 
