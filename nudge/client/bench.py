@@ -4,6 +4,7 @@
   nudge bench --target 127.0.0.1:50051 --now 2026-05-05T00:00:00Z --rps 1000 --duration 30
   nudge bench --target 127.0.0.1:50051 -c 16 --client-procs 4 --duration 20
   nudge bench --target 127.0.0.1:50051 --call ScoreBatch --batch-size 100 -n 2000
+  nudge bench --target 127.0.0.1:50051 --call Ingest --ids-from data/customers.parquet --duration 20
   nudge bench features --repo feature_repo [--feature-store-yaml feature_repo/feature_store.redis.yaml]
   nudge bench ghz-data --ids-from data/customers.parquet --now 2026-05-05T00:00:00Z --out FILE
 
@@ -16,6 +17,17 @@ Load:
 Customer ids cycle through --ids (JSON list, ghz data file or one id per line; default: the
 committed loadtest/customers.json) or --ids-from (a parquet file with a customer_id column).
 
+Ingest: each call carries --batch-size events (default 1) of the next customers. Every event is
+new and in time order per customer, so a correct server applies them all: a run-unique
+event_id, and times from 1 h before --now (default: this machine's clock) on, 1 µs apart per
+call (a run never reaches the server's skew limit, and the next run starts after it, so no event
+is ever LATE). Client processes ingest disjoint customers. Requests cannot be cycled (a repeat
+is a DUPLICATE), so each process serialises as many as its phases can send before the run: -n
+exactly, --duration for at most INGEST_MAX_RATE calls/s; a closed loop that sends them all
+stops early and says so. Replies are kept (not decoded) during the phases and decoded after:
+the report counts applied, duplicate and rejected (of which LATE) events, and warns when any
+event was not applied.
+
 Baseline: the same run also calls grpc.health.v1.Health/Check, which does no work, with the
 same client and load. Absolute times drift on shared machines, so the headline figure is the
 method's p50 divided by the no-op p50. The two alternate in --rounds short phases (ABBA order)
@@ -26,7 +38,7 @@ latency distribution (nearest rank, over OK calls, as ghz), status-code and erro
 distributions. --client-procs K splits the load over K processes (one channel each) and merges
 their raw latency samples, never their percentiles. The client is grpcio's synchronous stack,
 blocking calls in threads (see _send_loop for why), sending pre-serialised requests and not
-decoding responses. Every run is bounded in calls and time; only loopback targets are accepted.
+decoding responses while timing (Ingest's are decoded after each phase). Every run is bounded in calls and time; only loopback targets are accepted.
 """
 
 from __future__ import annotations
@@ -44,12 +56,13 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +72,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nudge.client.credentials import ClientSecurity, add_client_arguments, client_security
 from nudge.client.ids import load_ids
 from nudge.client.server_watch import ServerWatch, format_server
+from nudge.contract.events import EVENT_TYPES
 from nudge.inputs import check, parse_time, unwritable_file, user_errors
+from nudge.v1 import ingest_pb2
 from nudge.v1 import scoring_pb2 as pb
 
 SCHEMA = "nudge.bench/v1"
@@ -67,6 +82,7 @@ BASELINE = "Check"
 METHOD_PATHS = {
     "Score": "/nudge.v1.ScoringService/Score",
     "ScoreBatch": "/nudge.v1.ScoringService/ScoreBatch",
+    "Ingest": "/nudge.v1.IngestService/Ingest",
     BASELINE: "/grpc.health.v1.Health/Check",
 }
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
@@ -81,18 +97,84 @@ MAX_PROCS = 32
 MAX_DISTINCT_REQUESTS = 100_000
 CONNECT_TIMEOUT_S = 5.0
 PROGRESS_EVERY_S = 10.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Ingest: closed-loop runs by --duration serialise requests for this many calls per second
+# (several times what a server on this 2-core machine takes), at most MAX_INGEST_EVENTS events.
+INGEST_MAX_RATE = 5_000.0
+MAX_INGEST_EVENTS = 2_000_000
+INGEST_LEAD_S = 3_600  # event times start this long before --now (default: the client's clock)
 
 
 # --------------------------------------------------------------------------- plan
 
 
 @dataclass(frozen=True)
+class IngestEvents:
+    """How Ingest's requests are made: in each load process, before its run, for that process's
+    customers. Every event is new (``run_id``, request and event numbers make its id) and
+    later than the customer's previous one (request ``n`` of all processes is timed
+    ``first_time_us + n`` µs), so a correct server applies every one."""
+
+    ids: tuple[str, ...]
+    batch_size: int
+    first_time_us: int  # Unix µs
+    run_id: str
+
+    def requests(self, calls: int, index: int, procs: int) -> tuple[bytes, ...]:
+        """Process ``index`` of ``procs``: ``calls`` serialised IngestRequests of its customers
+        (every procs-th id, so no customer's events race between processes), never repeated.
+        Event types cycle through all ten; a purchase has an amount."""
+        ids, size, types = self.ids[index::procs], self.batch_size, len(EVENT_TYPES)
+        out = []
+        for j in range(calls):
+            n = j * procs + index  # the request's number among all processes' requests
+            seconds, micros = divmod(self.first_time_us + n, 1_000_000)
+            request = ingest_pb2.IngestRequest()
+            for k in range(size):
+                number = n * size + k
+                event = request.events.add()  # filled in place: twice as fast as constructors
+                event.event_id = f"{self.run_id}-{number}"
+                event.customer_id = ids[(j * size + k) % len(ids)]
+                event.event_time.seconds = seconds
+                event.event_time.nanos = micros * 1_000
+                event.event_type = EVENT_TYPES[number % types]
+                if event.event_type == "purchase":
+                    event.amount = 10.0
+            out.append(request.SerializeToString())
+        return tuple(out)
+
+
+@dataclass(frozen=True)
 class Method:
-    """One RPC under test, with its requests serialised once (cycled through per call)."""
+    """One RPC under test, with its requests serialised once (cycled through per call).
+
+    With ``events`` (Ingest), ``requests`` are made per load process by :meth:`prepared` and
+    sent once each, never cycled, and the replies are decoded after each phase."""
 
     name: str
     path: str
     requests: tuple[bytes, ...]
+    events: IngestEvents | None = None
+
+    def prepared(self, load: Load, rounds: int, index: int, procs: int) -> Method:
+        """This method with the requests process ``index`` of ``procs`` needs for ``load``."""
+        if self.events is None:
+            return self
+        return replace(self, requests=self.events.requests(ingest_calls(load, rounds), index, procs))
+
+
+def ingest_calls(load: Load, rounds: int) -> int:
+    """Calls one process's warm-up and rounds may send: exact by count, else by time at the
+    open loop's rate or at most INGEST_MAX_RATE."""
+
+    def calls(phase: Load) -> int:
+        if phase.calls is not None:
+            return phase.calls
+        assert phase.seconds is not None
+        return math.ceil(phase.seconds * (phase.rps if phase.rps is not None else INGEST_MAX_RATE)) + 1
+
+    warmup = load.warmup()
+    return (0 if warmup is None else calls(warmup)) + rounds * calls(load)
 
 
 @dataclass(frozen=True)
@@ -135,10 +217,7 @@ class Plan:
     first_index: int = 0  # where this process starts in each method's request cycle
     connections: int = 1  # channels (TCP connections) this process spreads its threads over
     security: ClientSecurity = field(default_factory=ClientSecurity)  # TLS and token, if secured
-
-    def order(self, round_index: int) -> tuple[Method, ...]:
-        """ABBA order: a linear drift over the run weighs on every method alike."""
-        return self.methods if round_index % 2 == 0 else self.methods[::-1]
+    process: tuple[int, int] = (0, 1)  # this process's index, and how many load processes
 
     def share(self, index: int, procs: int) -> Plan:
         """This plan's part for process ``index`` of ``procs``: load split, ids staggered."""
@@ -152,8 +231,17 @@ class Plan:
         )
         stagger = index * max(1, len(self.methods[0].requests) // procs)
         return replace(
-            self, load=part, first_index=stagger, connections=_split(self.connections, index, procs)
+            self,
+            load=part,
+            first_index=stagger,
+            connections=_split(self.connections, index, procs),
+            process=(index, procs),
         )
+
+
+def _order(methods: Sequence[Method], round_index: int) -> list[Method]:
+    """ABBA order: a linear drift over the run weighs on every method alike."""
+    return list(methods) if round_index % 2 == 0 else list(methods)[::-1]
 
 
 def _split(total: int, index: int, parts: int) -> int:
@@ -178,6 +266,8 @@ class Phase:
     ended_ns: int = 0
     cpu_s: float = 0.0
     lag_ns: array[int] = field(default_factory=lambda: array("q"))  # open loop: send - scheduled
+    outcomes: Counter[str] = field(default_factory=Counter)  # Ingest: events per outcome (tally_ingest)
+    ran_out: bool = False  # Ingest: a closed loop sent every request it had before its limit
 
     @property
     def count(self) -> int:
@@ -193,6 +283,8 @@ class Phase:
         self.ended_ns = max(self.ended_ns, other.ended_ns)
         self.cpu_s += other.cpu_s
         self.lag_ns.extend(other.lag_ns)
+        self.outcomes.update(other.outcomes)
+        self.ran_out = self.ran_out or other.ran_out
 
 
 class _Sink:
@@ -204,6 +296,7 @@ class _Sink:
         self.codes: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.lag: list[int] = []
+        self.replies: list[bytes] = []  # kept undecoded when the method's replies are checked
 
     @property
     def count(self) -> int:
@@ -217,9 +310,12 @@ class _Sink:
         self.errors[f"{code}: {details}"] += 1
 
 
-def _phase(method: str, round_index: int, sinks: Iterable[_Sink], started: int, cpu0: float) -> Phase:
-    phase = Phase(method, round_index, started_ns=started, ended_ns=time.perf_counter_ns())
-    phase.cpu_s = time.process_time() - cpu0
+def _phase(
+    method: Method, round_index: int, sinks: Sequence[_Sink], started: int, cpu0: float, ran_out: bool
+) -> Phase:
+    phase = Phase(method.name, round_index, started_ns=started, ended_ns=time.perf_counter_ns())
+    phase.cpu_s = time.process_time() - cpu0  # before decoding replies: not the client's per-call cost
+    phase.ran_out = ran_out
     for sink in sinks:
         phase.ok_ns.extend(sink.ok)
         phase.error_ns.extend(sink.error)
@@ -228,7 +324,30 @@ def _phase(method: str, round_index: int, sinks: Iterable[_Sink], started: int, 
         phase.lag_ns.extend(sink.lag)
     if phase.ok_ns:
         phase.codes["OK"] += len(phase.ok_ns)
+    if method.events is not None:
+        phase.outcomes = tally_ingest(itertools.chain.from_iterable(sink.replies for sink in sinks))
     return phase
+
+
+def tally_ingest(replies: Iterable[bytes]) -> Counter[str]:
+    """Events per outcome over serialised IngestResponses: ``applied``, ``duplicates``,
+    ``rejected`` (the answers' own counts; rejected includes LATE), ``late``, and each reason
+    given for an event not applied as ``"OUTCOME: reason"``."""
+    tally: Counter[str] = Counter()
+    applied = ingest_pb2.EventResult.OUTCOME_APPLIED
+    for raw in replies:
+        reply = ingest_pb2.IngestResponse.FromString(raw)
+        tally["applied"] += reply.applied
+        tally["duplicates"] += reply.duplicates
+        tally["rejected"] += reply.rejected
+        if reply.applied == len(reply.results):
+            continue
+        for result in reply.results:
+            if result.outcome != applied:
+                name = ingest_pb2.EventResult.Outcome.Name(result.outcome).removeprefix("OUTCOME_")
+                tally["late"] += name == "LATE"
+                tally[f"{name}: {result.reason.split(' (')[0]}"] += 1  # without the times in it
+    return tally
 
 
 # --------------------------------------------------------------------------- load engine
@@ -240,9 +359,14 @@ def _send_loop(
     first: int,
     load: Load,
     sinks: Sequence[_Sink],
-) -> None:
+    once: bool = False,
+) -> bool:
     """One thread per sink making blocking calls; paced to a schedule in open loop. Thread i
     sends on connection i mod len(calls).
+
+    ``once`` (Ingest): each request is sent at most once, from ``first`` on, never cycled, and
+    the replies are kept in the sinks. Returns True when the phase stopped because none was
+    left.
 
     Closed loop: each thread sends its next call as soon as the previous one returns, until
     ``load.calls`` calls or ``load.seconds`` have passed. Open loop: call n is due at
@@ -267,11 +391,17 @@ def _send_loop(
         total, period_ns = load.calls if load.calls is not None else sys.maxsize, 0.0
     numbers = itertools.count()  # next() is atomic under the GIL: the threads share it
     size, timeout = len(requests), load.timeout_s
+    left = size - first if once else sys.maxsize
+    ran_out = threading.Event()
 
     def send(sink: _Sink, call: grpc.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
         record = sink.ok.append  # hoisted: this loop is the client's per-call overhead
+        keep = sink.replies.append if once else None
         for n in numbers:
             if n >= total or pc() >= stop_ns:
+                return
+            if n >= left:
+                ran_out.set()
                 return
             request = requests[(first + n) % size]
             if period_ns:
@@ -282,11 +412,13 @@ def _send_loop(
             else:
                 due = pc()
             try:
-                call(request, timeout=timeout)
+                reply = call(request, timeout=timeout)
             except grpc.RpcError as exc:
                 sink.fail(pc() - due, exc)
             else:
                 record(pc() - due)
+                if keep is not None:
+                    keep(reply)
 
     threads = [
         threading.Thread(target=send, args=(sink, calls[i % len(calls)]), daemon=True)
@@ -296,6 +428,7 @@ def _send_loop(
         thread.start()
     for thread in threads:
         thread.join()
+    return ran_out.is_set()
 
 
 # --------------------------------------------------------------------------- one process
@@ -318,24 +451,26 @@ def run_plan(plan: Plan, progress: Progress = _quiet, barrier: Any = None) -> li
     ``barrier`` (several processes) lines all processes up before each phase so they always
     load the server with the same method at the same time.
     """
+    load = plan.load
+    methods = [m.prepared(load, plan.rounds, *plan.process) for m in plan.methods]
     with ExitStack() as stack:
         channels = [stack.enter_context(_connect(plan)) for _ in range(plan.connections)]
         calls = {
             m.name: [_with_token(channel.unary_unary(m.path, None, None), plan) for channel in channels]
-            for m in plan.methods
+            for m in methods
         }
-        cursor = dict.fromkeys(calls, plan.first_index)
-        load = plan.load
+        # Cycled requests start staggered per process; Ingest's are this process's own.
+        cursor = {m.name: 0 if m.events is not None else plan.first_index for m in methods}
         warmup = load.warmup()
         if warmup is not None:
-            for method in plan.methods:
+            for method in methods:
                 cursor[method.name] += _run_phase(
                     calls[method.name], method, warmup, cursor[method.name], -1, progress
                 ).count
             progress(f"warm-up done: {_describe_warmup(load)} per method, not counted")
         phases = []
         for round_index in range(plan.rounds):
-            for method in plan.order(round_index):
+            for method in _order(methods, round_index):
                 if barrier is not None:
                     barrier.wait(timeout=load.phase_limit_s + 60)
                 phase = _run_phase(
@@ -381,8 +516,8 @@ def _run_phase(
     sinks = [_Sink() for _ in range(load.concurrency)]
     started, cpu0 = time.perf_counter_ns(), time.process_time()
     with _ticker(progress, method.name, sinks):
-        _send_loop(calls, method.requests, first, load, sinks)
-    return _phase(method.name, round_index, sinks, started, cpu0)
+        ran_out = _send_loop(calls, method.requests, first, load, sinks, once=method.events is not None)
+    return _phase(method, round_index, sinks, started, cpu0, ran_out)
 
 
 @contextmanager
@@ -417,9 +552,18 @@ def _phase_line(phase: Phase, rounds: int) -> str:
     p50 = f"{_nearest_rank(ok, 50) / 1e6:.3f} ms" if ok else "-"
     seconds = (phase.ended_ns - phase.started_ns) / 1e9
     errors = len(phase.error_ns)
+    outcomes = phase.outcomes
+    events = (
+        f", events applied {outcomes['applied']}, duplicates {outcomes['duplicates']}, "
+        f"rejected {outcomes['rejected']}"
+        if outcomes
+        else ""
+    )
     return (
         f"round {phase.round + 1}/{rounds} {phase.method}: {phase.count} calls in {seconds:.1f} s, p50 {p50}"
         + (f", {errors} errors" if errors else "")
+        + events
+        + (", ran out of requests" if phase.ran_out else "")
     )
 
 
@@ -502,8 +646,9 @@ def _ms(ns: float) -> float:
     return round(ns / 1e6, 4)
 
 
-def summarize(phases: Sequence[Phase], path: str) -> dict[str, Any]:
-    """ghz's summary of one method over all its rounds (the report's per-method object)."""
+def summarize(phases: Sequence[Phase], path: str, batch_size: int | None = None) -> dict[str, Any]:
+    """ghz's summary of one method over all its rounds (the report's per-method object);
+    ``batch_size`` (Ingest: events per call) adds the events' outcomes."""
     ok = sorted(itertools.chain.from_iterable(p.ok_ns for p in phases))
     errors = list(itertools.chain.from_iterable(p.error_ns for p in phases))
     count = len(ok) + len(errors)
@@ -537,6 +682,27 @@ def summarize(phases: Sequence[Phase], path: str) -> dict[str, Any]:
         }
         if lag
         else None,
+        "events": _events_summary(phases, batch_size) if batch_size else None,
+    }
+
+
+def _events_summary(phases: Sequence[Phase], batch_size: int) -> dict[str, Any]:
+    """Ingest: what the server did with the events of the OK calls (warm-up not included)."""
+    tally: Counter[str] = Counter()
+    for p in phases:
+        tally.update(p.outcomes)
+    sent = batch_size * sum(len(p.ok_ns) for p in phases)
+    reasons = {key: n for key, n in tally.most_common() if ":" in key}
+    return {
+        "per_call": batch_size,
+        "sent": sent,
+        "applied": tally["applied"],
+        "duplicates": tally["duplicates"],
+        "rejected": tally["rejected"],
+        "late": tally["late"],
+        "not_applied_reasons": dict(list(reasons.items())[:10]),
+        "all_applied": tally["applied"] == sent,
+        "ran_out_of_requests": any(p.ran_out for p in phases),
     }
 
 
@@ -563,7 +729,14 @@ def round_ratios(phases: Sequence[Phase], target: str) -> list[dict[str, Any]]:
 def build_report(plan: Plan, phases: Sequence[Phase], options: dict[str, Any]) -> dict[str, Any]:
     """The JSON report (schema ``nudge.bench/v1``; see loadtest/README.md)."""
     target = plan.methods[0].name
-    results = {m.name: summarize([p for p in phases if p.method == m.name], m.path) for m in plan.methods}
+    results = {
+        m.name: summarize(
+            [p for p in phases if p.method == m.name],
+            m.path,
+            None if m.events is None else m.events.batch_size,
+        )
+        for m in plan.methods
+    }
     rounds = round_ratios(phases, target)
     ratios = [r["ratio_p50"] for r in rounds if r["ratio_p50"] is not None]
     return {
@@ -638,8 +811,37 @@ def _format_summary(s: dict[str, Any]) -> list[str]:
     if s["error_distribution"]:
         lines += ["", "Error distribution:"]
         lines += [f"  [{n}]  {message}" for message, n in s["error_distribution"].items()]
+    if s["events"] is not None:
+        lines += ["", *_format_events(s["events"])]
     lines.append(f"Client CPU: {s['client_cpu_us_per_call']} µs per call")
     return lines
+
+
+def _format_events(e: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Events ({e['per_call']} per call, OK calls): {e['sent']} sent, {e['applied']} applied, "
+        f"{e['duplicates']} duplicates, {e['rejected']} rejected ({e['late']} late)"
+    ]
+    if not e["all_applied"]:
+        lines.append(ingest_warning(e))
+        lines += [f"  [{n}]  {reason}" for reason, n in e["not_applied_reasons"].items()]
+    if e["ran_out_of_requests"]:
+        lines.append(ran_out_warning())
+    return lines
+
+
+def ingest_warning(e: dict[str, Any]) -> str:
+    return (
+        f"WARNING: {e['sent'] - e['applied']} of {e['sent']} events not applied (reasons below): "
+        "these are not the timings of applying events"
+    )
+
+
+def ran_out_warning() -> str:
+    return (
+        f"WARNING: a phase sent every Ingest request it had and stopped early (over {INGEST_MAX_RATE:g} "
+        "calls/s per --duration second): use -n"
+    )
 
 
 def _score_messages(ids: Sequence[str], now: datetime | None) -> list[pb.ScoreRequest]:
@@ -704,9 +906,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target", default="127.0.0.1:50051", help="Server HOST:PORT, loopback only (default %(default)s)."
     )
-    parser.add_argument("--call", choices=["Score", "ScoreBatch"], default="Score", help="Method under test.")
     parser.add_argument(
-        "--batch-size", type=int, default=100, help="Customers per ScoreBatch call (default %(default)s)."
+        "--call", choices=["Score", "ScoreBatch", "Ingest"], default="Score", help="Method under test."
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="Customers per ScoreBatch call (default 100), events per Ingest call (default 1).",
     )
     parser.add_argument(
         "-c",
@@ -782,7 +988,11 @@ def _add_id_arguments(parser: argparse.ArgumentParser) -> None:
     ids = parser.add_mutually_exclusive_group()
     ids.add_argument("--ids", type=Path, help="Ids: JSON list, ghz data file or one per line.")
     ids.add_argument("--ids-from", type=Path, help="Parquet file with a customer_id column.")
-    parser.add_argument("--now", help="ISO time sent as ScoreRequest.now (default: server clock).")
+    parser.add_argument(
+        "--now",
+        help="ISO time sent as ScoreRequest.now (default: server clock); Ingest: event times start "
+        "1 h before it (default: this machine's clock).",
+    )
 
 
 def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
@@ -790,11 +1000,13 @@ def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
     concurrency = args.concurrency or (OPEN_LOOP_THREADS if args.rps is not None else 1)
     _check_bounds(args, concurrency)
     now = parse_time(args.now) if args.now else None
-    if args.call == "ScoreBatch":
-        requests = batch_requests(ids, now, args.batch_size)
+    if args.call == "Ingest":
+        method = Method(args.call, METHOD_PATHS[args.call], (), ingest_events(ids, now, _batch_size(args)))
+    elif args.call == "ScoreBatch":
+        method = Method(args.call, METHOD_PATHS[args.call], batch_requests(ids, now, _batch_size(args)))
     else:
-        requests = score_requests(ids, now)
-    methods = [Method(args.call, METHOD_PATHS[args.call], requests)]
+        method = Method(args.call, METHOD_PATHS[args.call], score_requests(ids, now))
+    methods = [method]
     if not args.no_baseline:
         baseline = b""  # HealthCheckRequest(service=""): the server's overall health
         methods.append(Method(BASELINE, METHOD_PATHS[BASELINE], (baseline,)))
@@ -810,7 +1022,7 @@ def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
         timeout_s=args.timeout,
     )
     connections = args.connections or args.client_procs
-    return Plan(
+    plan = Plan(
         args.target,
         tuple(methods),
         args.rounds,
@@ -818,6 +1030,39 @@ def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
         security=client_security(args),
         connections=connections,
     )
+    if method.events is not None:
+        _check_ingest(plan, args.client_procs, len(ids))
+    return plan
+
+
+def ingest_events(ids: Sequence[str], now: datetime | None, batch_size: int) -> IngestEvents:
+    """Ingest's event source for this run (see :class:`IngestEvents`)."""
+    start = (now or datetime.now(UTC)) - timedelta(seconds=INGEST_LEAD_S)
+    first_us = (start - _EPOCH) // timedelta(microseconds=1)
+    return IngestEvents(tuple(ids), batch_size, first_us, f"bench-{uuid.uuid4().hex[:12]}")
+
+
+def _check_ingest(plan: Plan, procs: int, ids: int) -> None:
+    """Refuse Ingest runs whose events could not all be new and in order, or are too many."""
+    assert plan.methods[0].events is not None
+    size = plan.methods[0].events.batch_size
+    problems = []
+    if ids < procs:
+        problems.append(f"Ingest needs at least one id per client process ({ids} ids, {procs} processes)")
+    events = sum(ingest_calls(plan.share(i, procs).load, plan.rounds) for i in range(procs)) * size
+    if events > MAX_INGEST_EVENTS:
+        problems.append(
+            f"this Ingest run may send {events:,} events, over {MAX_INGEST_EVENTS:,} "
+            f"(by --duration at most {INGEST_MAX_RATE:g} calls/s): shorten it or use -n"
+        )
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _batch_size(args: argparse.Namespace) -> int:
+    if args.batch_size is not None:
+        return int(args.batch_size)
+    return 1 if args.call == "Ingest" else 100
 
 
 def _check_bounds(args: argparse.Namespace, concurrency: int) -> None:
@@ -843,7 +1088,7 @@ def _check_bounds(args: argparse.Namespace, concurrency: int) -> None:
         problems.append("--rounds must be within 1..100")
     if not 0 < args.timeout <= 60:
         problems.append("--timeout must be within (0, 60] seconds")
-    if not 1 <= args.batch_size <= 10_000:
+    if not 1 <= _batch_size(args) <= 10_000:
         problems.append("--batch-size must be within 1..10000")
     if problems:
         raise ValueError("; ".join(problems))
@@ -853,7 +1098,7 @@ def _options(args: argparse.Namespace, plan: Plan, ids: int) -> dict[str, Any]:
     """The settings a reader needs to reproduce the run (the report's ``options``)."""
     return {
         "call": args.call,
-        "batch_size": args.batch_size if args.call == "ScoreBatch" else None,
+        "batch_size": _batch_size(args) if args.call != "Score" else None,
         "mode": "open" if args.rps is not None else "closed",
         "concurrency": plan.load.concurrency,
         "rps": args.rps,
@@ -927,6 +1172,12 @@ def run(args: argparse.Namespace) -> int:
         phases = run_processes(plan, args.client_procs)
     report = build_report(plan, phases, _options(args, plan, len(ids)))
     report["server"] = None if watch is None else watch.report()
+    events = report["results"][args.call]["events"]
+    if events is not None:  # also when the report is JSON: a misconfigured run must show
+        if not events["all_applied"]:
+            _say(ingest_warning(events))
+        if events["ran_out_of_requests"]:
+            _say(ran_out_warning())
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_report(report))

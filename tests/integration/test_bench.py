@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,9 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nudge import cli
 from nudge.client import bench, bench_features
+from nudge.v1 import ingest_pb2, scoring_pb2_grpc
 from nudge.v1 import scoring_pb2 as pb
-from nudge.v1 import scoring_pb2_grpc
-from tests.support.stack import ROOT, ServerProcess, Stack, free_port
+from tests.support.stack import ROOT, ServerProcess, Stack, event_log_lines, free_port
 
 SLOW_S = 2.0
 DEADLINE_S = 0.3  # far above a normal call even on a busy machine, far below SLOW_S
@@ -45,6 +46,7 @@ SUMMARY_KEYS = {
     "error_distribution",
     "client_cpu_us_per_call",
     "send_lag_ms",
+    "events",
 }
 REPORT_KEYS = {
     "schema",
@@ -390,7 +392,98 @@ def test_feature_comparison_interleaves_paths_on_the_same_customers() -> None:
     }
 
 
+def test_ingest_requests_are_new_in_order_and_disjoint_between_processes() -> None:
+    """Every event id once in all processes' requests, each customer in one process only, its
+    event times strictly increasing call after call (so a server applies every one)."""
+    source = bench.ingest_events([f"c{i}" for i in range(7)], None, batch_size=3)
+    seen: dict[str, int] = {}
+    owner: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for index in range(2):
+        for raw in source.requests(40, index, 2):
+            events = ingest_pb2.IngestRequest.FromString(raw).events
+            assert len(events) == 3
+            for e in events:
+                seen[e.event_id] = seen.get(e.event_id, 0) + 1
+                assert owner.setdefault(e.customer_id, index) == index
+                at = e.event_time.seconds * 10**9 + e.event_time.nanos
+                assert at >= last.get(e.customer_id, 0)  # equal within a call (a batch wrapping round)
+                last[e.customer_id] = at
+                assert (e.event_type == "purchase") == e.HasField("amount")
+    assert len(seen) == 2 * 40 * 3 and set(seen.values()) == {1}
+    assert len(owner) == 7
+
+
+def test_ingest_tally_counts_outcomes_and_reasons() -> None:
+    outcome = ingest_pb2.EventResult
+    ok = ingest_pb2.IngestResponse(results=[outcome(outcome=outcome.OUTCOME_APPLIED)], applied=1)
+    mixed = ingest_pb2.IngestResponse(
+        results=[
+            outcome(outcome=outcome.OUTCOME_APPLIED),
+            outcome(outcome=outcome.OUTCOME_LATE, reason="older than the newest (2026-01-01T00:00:00)"),
+            outcome(outcome=outcome.OUTCOME_DUPLICATE, reason="event_id already applied"),
+        ],
+        applied=1,
+        duplicates=1,
+        rejected=1,
+    )
+    tally = bench.tally_ingest([ok.SerializeToString(), mixed.SerializeToString()])
+    assert tally == {
+        "applied": 2,
+        "duplicates": 1,
+        "rejected": 1,
+        "late": 1,
+        "LATE: older than the newest": 1,
+        "DUPLICATE: event_id already applied": 1,
+    }
+
+
 # --- the real thing: `nudge serve` and the Feast stores of the shared stack --------------------
+
+
+def test_bench_ingest_against_the_real_server_applies_every_event(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs in a row on the same customers: every event of both is applied (new ids, times
+    after the previous run's); a run whose events are beyond the server's skew says so."""
+    log = tmp_path / "events.log.jsonl"
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(f"bench-test-{i}" for i in range(8)) + "\n")  # customers of this test only
+    argv = ["--target", "", "--ids", str(ids), "--call", "Ingest", "-n", "50", "--rounds", "2", "-c", "2"]
+    with ServerProcess(stack, "--event-log", str(log)) as server:
+        argv[1] = server.target
+        reports = [bench_json(capsys, *argv, "--warmup", "5") for _ in range(2)]
+        future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()  # events 1 h ahead
+        assert cli.main(["bench", *argv, "--warmup", "0", "--no-baseline", "--now", future, "--json"]) == 0
+        out, warnings = capsys.readouterr()
+    ahead = json.loads(out)
+    for report in reports:
+        assert report["call"] == "Ingest" and report["options"]["batch_size"] == 1
+        ingest = report["results"]["Ingest"]
+        assert ingest["method"] == "nudge.v1.IngestService/Ingest"
+        assert ingest["status_codes"] == {"OK": 50}
+        assert ingest["events"] == {
+            "per_call": 1,
+            "sent": 50,
+            "applied": 50,
+            "duplicates": 0,
+            "rejected": 0,
+            "late": 0,
+            "not_applied_reasons": {},
+            "all_applied": True,
+            "ran_out_of_requests": False,
+        }
+        assert report["results"]["Check"]["events"] is None and report["ratio_p50"] > 0
+    logged = event_log_lines(log)
+    assert len(logged) == 2 * (50 + 5) == len({line["event_id"] for line in logged})
+    events = ahead["results"]["Ingest"]["events"]
+    assert events["applied"] == 0 and events["rejected"] == 50 and not events["all_applied"]
+    assert events["not_applied_reasons"] and all(
+        reason.startswith("REJECTED: event_time is") and "ahead of the server clock" in reason
+        for reason in events["not_applied_reasons"]
+    )
+    assert "WARNING: 50 of 50 events not applied" in warnings
+    assert "Events (1 per call, OK calls): 50 sent, 0 applied" in bench.format_report(ahead)
 
 
 def test_bench_against_the_real_server(
