@@ -1,17 +1,18 @@
-"""Both exported models scored as the server scores them today, at random instants of the test period.
+"""Both exported models scored as the server scores them, at random instants of the test period.
 
 The propensity model is trained and evaluated at snapshot times, where the snapshot is exact.
-The server scores at any instant, and between weekly materialisations the online store holds
-the newest snapshot row at or before it (none once older than the view's TTL), so its features
-are up to a cadence stale. (Send-time rows are engagements at any time, joined point in time to
-the newest snapshot: that evaluation already scores served features, and this one reproduces
-its hit@3 on the same rows.) This measures the skew with the exported models (the same
-onnxruntime session the server runs) on the same (customer, instant) pairs, with features
+The server scores at any instant: with live states (``nudge load-states``) on features exact at
+the instant; without them on the newest materialised snapshot row at or before it (none once
+older than the view's TTL), up to a cadence stale. (Send-time rows are engagements at any time,
+joined point in time to the tables' rows just before each engagement: that evaluation scores
+exact features, and this one's exact column reproduces its hit@3 on the same rows.) This
+measures the skew with the exported models (the same onnxruntime session the server runs) on
+the same (customer, instant) pairs, with features
 
   exact   at the instant, from the events strictly before it (``training.features.features_at``:
-          what the live state serves and what training at any instant would see)
-  served  the newest row of each view's offline table at or before the instant, dropped when
-          older than the view's TTL (what materialisation leaves in the online store)
+          what the live state serves, parity-tested)
+  served  the newest snapshot row of each view's offline table at or before the instant,
+          dropped when older than the view's TTL (what a server without live states reads)
 
 * propensity: (customer, instant) pairs drawn uniformly over the customers known at the
   instant and the instants of the test period whose label window (t, t + H] is in the data;
