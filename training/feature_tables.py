@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 
 from nudge.inputs import UserError
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 KEYS = (("customer_id", pa.string()), ("event_timestamp", TIMESTAMP))
+
+
+def is_snapshot(times: pd.Series) -> pd.Series:
+    """Which rows of a feature table are snapshots: theirs are whole seconds; the rows just
+    before engagements (training/features.py, ``_engagement_rows``) never are."""
+    return pd.to_datetime(times, utc=True).dt.microsecond == 0
 
 
 @dataclass(frozen=True)

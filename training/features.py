@@ -231,10 +231,12 @@ def build_feature_arrow(
     engagements = history.engagements()
     stats = _stats_table(tables.stats, people, history, engagements, grid)
     report("customer stats done")
-    histograms = _histograms_table(tables.histograms, people, engagements, snapshots, report)
+    zones = people.zones.to_numpy(zero_copy_only=False)
+    slots = local_hour_of_week(engagements.t, zones[engagements.cust])  # once per engagement
+    histograms = _histograms_table(tables.histograms, people, engagements, slots, snapshots, report)
     if not engagement_rows:
         return stats, histograms
-    before_stats, before_histograms = _engagement_rows(tables, people, history, engagements)
+    before_stats, before_histograms = _engagement_rows(tables, people, history, engagements, slots)
     report(f"{before_stats.num_rows:,} engagement rows")
     return pa.concat_tables([stats, before_stats]), pa.concat_tables([histograms, before_histograms])
 
@@ -244,7 +246,7 @@ ENGAGEMENT_CHUNK = 200_000  # engagements per block of the histograms' running s
 
 
 def _engagement_rows(
-    tables: FeatureTables, people: _Customers, history: _Timeline, engagements: _Timeline
+    tables: FeatureTables, people: _Customers, history: _Timeline, engagements: _Timeline, slots: np.ndarray
 ) -> tuple[pa.Table, pa.Table]:
     """Both views exact just before every engagement: send time's training rows, which sit one
     microsecond before their engagement, join exactly these (snapshot rows are whole seconds,
@@ -252,8 +254,6 @@ def _engagement_rows(
     Histograms: running sums of the customer's earlier engagements, none before the first."""
     grid = _Grid.pairs(people, history, engagements.cust, engagements.t)
     stats = _just_before(_stats_table(tables.stats, people, history, engagements, grid))
-    zones = people.zones.to_numpy(zero_copy_only=False)
-    slots = local_hour_of_week(engagements.t, zones[engagements.cust])
     weights = np.exp2((engagements.t - int(engagements.t.max())) / HIST_HALF_LIFE)
     n = len(engagements.t)
     firsts = np.flatnonzero(_group_starts(engagements.cust))
@@ -604,14 +604,17 @@ def _channel_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:
 
 
 def _histograms_table(
-    schema: pa.Schema, people: _Customers, engagements: _Timeline, snapshots: np.ndarray, report: Progress
+    schema: pa.Schema,
+    people: _Customers,
+    engagements: _Timeline,
+    slots: np.ndarray,
+    snapshots: np.ndarray,
+    report: Progress,
 ) -> pa.Table:
     """Scan the snapshots in order, adding each period's engagements to per-customer decayed
     totals and emitting the customers whose totals changed: exact running sums per customer."""
     if not len(engagements.t):
         return schema.empty_table()
-    zone_names = people.zones.to_numpy(zero_copy_only=False)
-    slots = local_hour_of_week(engagements.t, zone_names[engagements.cust])
     weights = np.exp2((engagements.t - snapshots[-1]) / HIST_HALF_LIFE)
     period = np.searchsorted(snapshots, engagements.t, side="right")  # the first snapshot after it
     firsts = _group_starts(engagements.cust)

@@ -37,7 +37,7 @@ from nudge.contract.manifest import FeatureInput
 from training.datasets import feature_matrix, model_inputs
 from training.evaluate import hit_at_k, roc_auc
 from training.export import INPUT_NAME, OUTPUT_NAME
-from training.feature_tables import KEYS
+from training.feature_tables import KEYS, is_snapshot
 from training.features import pair_features, repo_tables
 from training.labels import customer_start, purchased_within
 
@@ -85,7 +85,7 @@ class ViewTable:
         if not path:
             raise ValueError(f"{name}'s source is not a file source; cannot read its snapshots")
         rows = pd.read_parquet(path)
-        snapshots = rows[pd.to_datetime(rows["event_timestamp"], utc=True).dt.microsecond == 0]
+        snapshots = rows[is_snapshot(rows["event_timestamp"])]
         return cls(name, snapshots, pd.Timedelta(view.ttl) if view.ttl else None)
 
 

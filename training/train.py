@@ -60,6 +60,7 @@ from nudge.inputs import (
     unwritable_dir,
     user_errors,
 )
+from training.feature_tables import is_snapshot
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -334,7 +335,7 @@ def snapshot_times(store: FeatureStore) -> list[pd.Timestamp]:
     times = pd.to_datetime(
         pd.read_parquet(path, columns=[source.timestamp_field])[source.timestamp_field], utc=True
     )
-    snapshots = times[times.dt.microsecond == 0]  # the rows just before engagements never are
+    snapshots = times[is_snapshot(times)]
     return [pd.Timestamp(t) for t in snapshots.drop_duplicates().sort_values()]
 
 
