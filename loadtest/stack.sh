@@ -19,9 +19,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# build_stack: 3,000 simulated customers over 120 days, features materialised into a
-# redis-server on a free port, both models trained.
+# build_stack [HOLD_OUT_DAYS=0]: 3,000 simulated customers over 120 days, features materialised
+# into a redis-server on a free port, both models trained. With HOLD_OUT_DAYS, the events of the
+# history's last days are held out in $WORK/data/held_out.parquet (for `nudge ingest`) and the
+# stack is built from the earlier ones only.
 build_stack() {
+    local hold_out=${1:-0}
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
     REDIS_PID=$!
     echo "== building the stack in $WORK (Redis on port $REDIS_PORT)"
@@ -29,6 +32,21 @@ build_stack() {
     cp feature_repo/definitions.py "$WORK/repo/"
     sed "s/\${NUDGE_REDIS}/127.0.0.1:$REDIS_PORT/" feature_repo/feature_store.redis.yaml >"$WORK/repo/feature_store.yaml"
     "$BIN/nudge" simulate --customers 3000 --days 120 --seed 7 --out "$WORK/data"
+    if [ "$hold_out" -gt 0 ]; then
+        "$BIN/python" - "$WORK/data" "$hold_out" <<'SPLIT'
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+data, days = Path(sys.argv[1]), int(sys.argv[2])
+events = pd.read_parquet(data / "events.parquet")
+cut = events["event_timestamp"].max().normalize() - pd.Timedelta(days=days - 1)
+events[events["event_timestamp"] >= cut].to_parquet(data / "held_out.parquet", index=False)
+events[events["event_timestamp"] < cut].to_parquet(data / "events.parquet", index=False)
+print(f"held out {int((events['event_timestamp'] >= cut).sum()):,} events from {cut}")
+SPLIT
+    fi
     "$BIN/nudge" features --events "$WORK/data/events.parquet" --customers "$WORK/data/customers.parquet" --repo "$WORK/repo"
     "$BIN/feast" -c "$WORK/repo" apply >/dev/null
     "$BIN/feast" -c "$WORK/repo" materialize-incremental "$(date -u +%Y-%m-%dT%H:%M:%S)" >/dev/null

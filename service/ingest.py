@@ -48,7 +48,7 @@ from nudge.contract.events import EVENT_TYPES
 from nudge.contract.live_record import LiveRecord, decode_record, encode_record, trim_recent
 from nudge.contract.live_state import Event, LateEventError, apply, new_state, whole_seconds
 from service.config import Settings, id_problem
-from service.zones import known_zone_table
+from service.zones import is_known_zone
 
 # Compare-and-set rounds before a call gives up on a customer other writers keep changing.
 MAX_ROUNDS = 16
@@ -338,7 +338,7 @@ class Ingestor:
                 return "a purchase needs an amount"
             if not math.isfinite(event.amount) or event.amount < 0:
                 return f"amount must be finite and >= 0, got {event.amount}"
-        if event.time_zone is not None and known_zone_table(event.time_zone) is None:
+        if event.time_zone is not None and not is_known_zone(event.time_zone):
             return f"unknown time_zone {event.time_zone[:64]!r}; expected an IANA name such as Europe/Berlin"
         return None
 

@@ -115,6 +115,18 @@ def known_zone_table(name: str) -> ZoneTable | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def is_known_zone(name: str) -> bool:
+    """Whether zoneinfo knows the name: the check without the one-off scan of
+    :func:`zone_table`, for paths that only validate (Ingest), where a first batch of many
+    new zones would otherwise pay ~50 ms per zone. Bounded, as names come from clients."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
 def _opens_new_hour(at_us: int, offset_before: int, offset_after: int) -> bool:
     """Whether a zone transition starts a new candidate hour.
 

@@ -1,23 +1,32 @@
 """Replay an events file through a running server's Ingest API:
 `nudge ingest --events FILE --target HOST:PORT [--customers FILE]`.
 
-For backfills and load tests. Events go in time order (a customer's state folds events in
-time order, so an older event sent after a newer one would come back LATE), in batches of
-``--batch-size``. Each event's id is the file's ``event_id`` column when it has one, else made
+For backfills and load tests. A customer's state folds events in time order (an older event
+sent after a newer one would come back LATE), so each customer's events go in time order, in
+batches of ``--batch-size``. The customers are split into ``--in-flight`` lanes by a hash of
+their id, each lane on its own connection with one call in flight, as a partitioned log keyed by
+customer is consumed: the lanes never share a customer, so per-customer order holds while the
+client builds the next batch as the server applies the last (and a server with several workers
+gets calls on each). Each event's id is the file's ``event_id`` column when it has one, else made
 from the row itself (customer, time, type and how many identical rows came before), so
-replaying the same file again is safe: every event comes back DUPLICATE. With ``--customers``
-(the customers file of the events schema) a customer's time zone goes with their events, for
-customers the server has not seen yet.
+replaying the same file again applies nothing twice: events within the server's dedupe window
+(a day before the customer's newest event) come back DUPLICATE, older ones LATE. With
+``--customers`` (the customers file of the events schema) a customer's time zone goes with their
+events, for customers the server has not seen yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import threading
 import time
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default="localhost:50051", help="Server address HOST:PORT.")
     parser.add_argument(
         "--batch-size", type=positive_int, default=500, help="Events per Ingest call (default 500)."
+    )
+    parser.add_argument(
+        "--in-flight",
+        type=positive_int,
+        default=8,
+        help="Lanes of customers, each on its own connection with one call in flight (default 8: "
+        "enough connections that a server's workers all get some).",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="Deadline of each call, seconds.")
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
@@ -96,36 +112,88 @@ def _batches(events: list[pb.Event], size: int) -> Iterator[list[pb.Event]]:
         yield events[start : start + size]
 
 
-def replay(stub: Any, events: list[pb.Event], size: int, timeout: float, metadata: Any) -> dict[str, Any]:
-    """Send every batch; returns the outcome counts, a few rejection reasons and the rate."""
-    counts: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    started = last = time.perf_counter()
-    sent = 0
-    for batch in _batches(events, size):
-        reply = stub.Ingest(pb.IngestRequest(events=batch), timeout=timeout, metadata=metadata)
-        for result in reply.results:
-            outcome = pb.EventResult.Outcome.Name(result.outcome).removeprefix("OUTCOME_")
-            counts[outcome] += 1
-            if outcome in ("REJECTED", "LATE"):
-                reasons[result.reason] += 1
-        sent += len(batch)
-        now = time.perf_counter()
-        if now - last >= 0.5 or sent == len(events):
-            rate = sent / max(now - started, 1e-9)
-            print(
-                f"\r{sent:,}/{len(events):,} events ({100 * sent / len(events):.0f} %), {rate:,.0f}/s",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-            last = now
-    print(file=sys.stderr)
+def lanes(events: list[pb.Event], count: int) -> list[list[pb.Event]]:
+    """The events split into ``count`` lanes by a stable hash of the customer id, each lane in
+    the events' order: a customer's events all go to one lane."""
+    out: list[list[pb.Event]] = [[] for _ in range(count)]
+    lane_of: dict[str, int] = {}
+    for event in events:
+        cid = event.customer_id
+        if cid not in lane_of:
+            lane_of[cid] = zlib.crc32(cid.encode()) % count
+        out[lane_of[cid]].append(event)
+    return out
+
+
+class _Tally:
+    """Outcome counts of every lane, shared across the lanes' threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.sent = 0
+        self.failed = threading.Event()
+
+    def add(self, reply: pb.IngestResponse, sent: int) -> None:
+        with self.lock:
+            for result in reply.results:
+                outcome = pb.EventResult.Outcome.Name(result.outcome).removeprefix("OUTCOME_")
+                self.counts[outcome] += 1
+                if outcome in ("REJECTED", "LATE"):
+                    self.reasons[result.reason] += 1
+            self.sent += sent
+
+
+def _send_lane(
+    stub: Any, lane: list[pb.Event], size: int, timeout: float, metadata: Any, tally: _Tally
+) -> None:
+    for batch in _batches(lane, size):
+        if tally.failed.is_set():
+            return
+        try:
+            reply = stub.Ingest(pb.IngestRequest(events=batch), timeout=timeout, metadata=metadata)
+        except Exception:  # the other lanes stop at their next batch; the caller raises it
+            tally.failed.set()
+            raise
+        tally.add(reply, len(batch))
+
+
+def replay(
+    stubs: Sequence[Any], events: list[pb.Event], size: int, timeout: float, metadata: Any
+) -> dict[str, Any]:
+    """Send every batch, one lane per stub; returns the outcome counts, a few rejection
+    reasons and the rate. A failed call stops every lane and is raised."""
+    tally = _Tally()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(stubs)) as pool:
+        futures = [
+            pool.submit(_send_lane, stub, lane, size, timeout, metadata, tally)
+            for stub, lane in zip(stubs, lanes(events, len(stubs)), strict=True)
+        ]
+        shown = False  # a progress line is on the terminal, to be ended
+        try:
+            while not tally.failed.is_set():
+                pending = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION).not_done
+                if tally.failed.is_set():
+                    break
+                rate = tally.sent / max(time.perf_counter() - started, 1e-9)
+                share = 100 * tally.sent / max(len(events), 1)
+                line = f"{tally.sent:,}/{len(events):,} events ({share:.0f} %), {rate:,.0f}/s"
+                print(f"\r{line}", end="", file=sys.stderr, flush=True)
+                shown = True
+                if not pending:
+                    break
+            for future in futures:
+                future.result()
+        finally:
+            if shown:
+                print(file=sys.stderr)
     elapsed = time.perf_counter() - started
     return {
         "events": len(events),
-        **{outcome.lower(): counts[outcome] for outcome in OUTCOMES},
-        "top_reasons": dict(reasons.most_common(5)),
+        **{outcome.lower(): tally.counts[outcome] for outcome in OUTCOMES},
+        "top_reasons": dict(tally.reasons.most_common(5)),
         "seconds": round(elapsed, 3),
         "events_per_second": round(len(events) / elapsed, 1) if elapsed > 0 else None,
     }
@@ -136,10 +204,15 @@ def run(args: argparse.Namespace) -> int:
     with user_errors(ValueError, KeyError):
         events = load_events(args.events, args.customers)
     security = client_security(args)
-    with security.channel(args.target) as channel:
-        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    with contextlib.ExitStack() as stack:
+        # A local subchannel pool: each lane's channel opens a TCP connection of its own.
+        channels = [
+            stack.enter_context(security.channel(args.target, [("grpc.use_local_subchannel_pool", 1)]))
+            for _ in range(args.in_flight)
+        ]
+        stubs = [ingest_pb2_grpc.IngestServiceStub(channel) for channel in channels]
         try:
-            summary = replay(stub, events, args.batch_size, args.timeout, security.metadata)
+            summary = replay(stubs, events, args.batch_size, args.timeout, security.metadata)
         except grpc.RpcError as exc:  # unreachable, refused, timed out: one line, exit 1
             raise UserError(f"{exc.code().name}: {exc.details()}", exit_code=1) from exc
     if args.json:
