@@ -7,6 +7,8 @@ Two feature views, so a serving read touches few views:
 
 * ``customer_stats``: scalar recency/frequency/monetary/engagement features, one row per
   customer per snapshot (written by ``nudge features``; every customer at every snapshot).
+  Propensity reads ``STATS_FEATURES``; ``ENGAGEMENT_FEATURES`` (channel sends, the open
+  interest) are read by ``engagement_v1`` only.
 * ``customer_time_histograms``: decayed, normalised engagement histograms in the customer's
   local time, stored as ``Array(Float32)`` (one feature per histogram, not 168 scalars).
   A normalised exponentially-decayed histogram does not change between events, so the
@@ -75,11 +77,29 @@ STATS_FEATURES = [
     Field(name="engagement_count_decayed", dtype=Float32, description="Engagements, 30-day half-life."),
 ]
 
+# Also in customer_stats, but not propensity_v1's inputs (its trained models keep theirs):
+# engagement_v1 reads them, for the best channel and decide-time reminders (issue 12).
+ENGAGEMENT_FEATURES = [
+    Field(name="email_sends_90d", dtype=Float32, description="Email sends; opens = rate × sends."),
+    Field(name="sms_sends_90d", dtype=Float32),
+    Field(name="push_sends_90d", dtype=Float32),
+    Field(
+        name="hours_since_open_interest",
+        dtype=Float32,
+        description="Hours since the latest visit/cart-add (≤ 90 d); null if a purchase followed.",
+    ),
+    Field(name="open_interest_is_cart", dtype=Float32, description="1 if that interest is a cart-add."),
+]
+
 customer_stats = FeatureView(
     name="customer_stats",
     entities=[customer],
     ttl=timedelta(days=30),
-    schema=[*STATS_FEATURES, Field(name="time_zone", dtype=String, description="IANA time zone.")],
+    schema=[
+        *STATS_FEATURES,
+        *ENGAGEMENT_FEATURES,
+        Field(name="time_zone", dtype=String, description="IANA time zone."),
+    ],
     source=customer_stats_source,
     online=True,
     description="Point-in-time customer statistics, one row per customer per snapshot.",
@@ -113,4 +133,22 @@ send_time_v1 = FeatureService(
         customer_stats[["days_since_last_engagement", "engagement_count_decayed", "time_zone"]],
     ],
     description="Inputs of the send-time model, plus the time zone the policy needs.",
+)
+
+engagement_v1 = FeatureService(
+    name="engagement_v1",
+    features=[
+        customer_stats[
+            [
+                *(f.name for f in ENGAGEMENT_FEATURES),
+                "email_open_rate_90d",
+                "email_click_rate_90d",
+                "sms_click_rate_90d",
+                "push_open_rate_90d",
+                "decide_time_hours",
+                "time_zone",
+            ]
+        ]
+    ],
+    description="Inputs of the channel choice and decide-time reminders (issue 12).",
 )

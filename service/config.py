@@ -41,6 +41,9 @@ class Settings:
     )
     min_propensity: float = _opt(0.02, "SUPPRESS below this purchase propensity.")
     max_dormant_days: float = _opt(180.0, "SUPPRESS customers who have not engaged for this long.")
+    default_decide_hours: float = _opt(
+        24.0, "Decide time (hours) of reminders for customers without visit → purchase latencies."
+    )
     stale_after_hours: float = _opt(8 * 24.0, "Features older than this are reported STALE.")
     default_time_zone: str = _opt("UTC", "Zone used when a customer's zone is unknown (flagged).")
     quiet_start_hour: int = _opt(0, "Default local quiet hours start (equal to end: none).")
@@ -175,6 +178,8 @@ def validate(settings: Settings) -> None:
             problems.append(f"{name} must be >= 1")
     if not 0.0 <= settings.min_propensity <= 1.0:
         problems.append("min_propensity must be within 0..1")
+    if not settings.default_decide_hours > 0:
+        problems.append("default_decide_hours must be > 0")
     if not settings.ingest_max_skew_seconds >= 0.0:  # also refuses NaN
         problems.append("ingest_max_skew_seconds must be >= 0")
     problems += _operations_problems(settings)

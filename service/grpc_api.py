@@ -39,6 +39,7 @@ from service.ingest import (
     IngestUnavailable,
     Outcome,
 )
+from service.policy import Reminder
 from service.scorer import InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
 from service.zones import TABLE_END_S, TABLE_START_S
 
@@ -146,12 +147,25 @@ def to_response(result: ScoreResult, response: pb.ScoreResponse | None = None) -
         _set_time(response.top_slots.add(probability=probability).start_time, start)
     response.decision = _DECISION[plan.decision.name]
     response.reason = plan.reason
+    response.decision_reasons.extend(plan.codes)
+    if plan.reminder is not None:
+        _set_reminder(response.reminder, plan.reminder)
     for name, version in result.models.items():
         response.models.add(name=name, version=version)
     response.feature_status = _STATUS[result.feature_status.value]
     response.feature_age_seconds = result.feature_age_seconds
     response.channel = _CHANNEL_NUMBERS[result.channel]
     return response
+
+
+def _set_reminder(message: pb.Reminder, reminder: Reminder) -> None:
+    _set_time(message.send_time, reminder.send_time)
+    message.send_time_local = reminder.send_time_local
+    message.interest = reminder.interest
+    _set_time(message.interest_time, reminder.interest_time)
+    message.decide_time_hours = reminder.decide_hours
+    message.decide_time_defaulted = reminder.decide_defaulted
+    message.reason = reminder.reason
 
 
 class Refused(Exception):

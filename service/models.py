@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import onnxruntime as ort
 
+from nudge.contract.features import ENGAGEMENT_SERVICE
 from nudge.contract.manifest import Manifest, ManifestError, latest_version_dir, load_model_dir
 from nudge.contract.onnx import onnx_session
 from nudge.contract.week import HOURS_PER_WEEK
@@ -182,17 +183,21 @@ def served_refs(store: FeatureStore, service_name: str) -> set[str]:
 def check_served(store: FeatureStore, models: ModelSet, context_refs: Sequence[str] = ()) -> None:
     """Reject models whose manifest names features their feature service does not serve.
 
-    ``context_refs`` are features the core reads beside model inputs (the time zone); they
-    must be served by the send-time model's feature service.
+    ``context_refs`` are features the core reads beside model inputs (the time zone, the
+    channel and interest features): each must be served by the send-time model's feature
+    service or by ``engagement_v1`` (nudge/contract/features.py).
     """
     problems = []
     for model in (models.propensity, models.send_time):
         name = model.manifest.feature_service
         try:
             refs = served_refs(store, name)
+            if model is models.send_time:
+                refs |= served_refs(store, ENGAGEMENT_SERVICE)
         except Exception as exc:  # feast raises its own not-found types
             problems.append(
-                f"model {model.name} {model.version}: feature service '{name}' not in registry ({exc})"
+                f"model {model.name} {model.version}: feature service '{name}' or '{ENGAGEMENT_SERVICE}' "
+                f"not in registry ({exc})"
             )
             continue
         missing = [r for r in model.manifest.feature_refs if r not in refs]
@@ -200,7 +205,8 @@ def check_served(store: FeatureStore, models: ModelSet, context_refs: Sequence[s
             missing += [r for r in context_refs if r not in refs]
         if missing:
             problems.append(
-                f"model {model.name} {model.version}: feature service '{name}' does not serve {', '.join(missing)}"
+                f"model {model.name} {model.version}: feature services '{name}' and '{ENGAGEMENT_SERVICE}' "
+                f"do not serve {', '.join(missing)}"
             )
     if problems:
         raise ManifestError("; ".join(problems))

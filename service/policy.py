@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nudge.contract.week import EPOCH_HOUR, HOURS_PER_WEEK, hour_of_week
+from service.reminders import Interest, ReminderPlan, plan_reminder
 from service.zones import (
     TABLE_END_S,
     TABLE_START_S,
@@ -53,7 +54,8 @@ class PolicyConfig:
     ``min_propensity``: below it a message is not worth sending. ``max_dormant_days``: a
     customer silent for longer is suppressed (a never-engaged customer is not dormant:
     new customers deserve a first message). ``default_zone`` is used, and flagged, when
-    the customer's zone is missing or unknown.
+    the customer's zone is missing or unknown. ``default_decide_hours`` times the reminders
+    of customers without decide-time samples of their own (service/reminders.py).
     """
 
     min_propensity: float = 0.02
@@ -61,6 +63,7 @@ class PolicyConfig:
     top_k: int = 3
     default_zone: str = "UTC"
     max_window: timedelta = timedelta(days=7)
+    default_decide_hours: float = 24.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_propensity <= 1.0:
@@ -69,12 +72,26 @@ class PolicyConfig:
             raise ValueError(f"max_dormant_days must be >= 0, got {self.max_dormant_days}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not self.default_decide_hours > 0:
+            raise ValueError(f"default_decide_hours must be > 0, got {self.default_decide_hours}")
         if not timedelta(0) < self.max_window <= timedelta(days=7):
             # Longer windows would repeat slots and need more than one week of probabilities.
             raise ValueError(f"max_window must be in (0, 7 days], got {self.max_window}")
         # Fails fast on a bad default zone, and builds its table at start-up, not on a request.
         if known_zone_table(self.default_zone) is None:
             raise ValueError(f"default_zone {self.default_zone!r} is not a known IANA time zone")
+
+
+class Reminder(NamedTuple):
+    """A planned reminder (service/reminders.py) in the answer's terms: datetimes, local time."""
+
+    send_time: datetime
+    send_time_local: str
+    interest: str
+    interest_time: datetime
+    decide_hours: float
+    decide_defaulted: bool
+    reason: str
 
 
 class ScoredSlot(NamedTuple):
@@ -89,7 +106,9 @@ class SendPlan:
     """The policy's answer for one customer.
 
     ``best_send_time`` is None when the decision is SUPPRESS, so nobody can act on a
-    time by mistake; ``top_slots`` still show the model's view of the window.
+    time by mistake; ``top_slots`` still show the model's view of the window. ``codes`` are
+    the decision's machine-readable reasons (``reason`` is the sentence); ``reminder`` is set
+    when the customer has an open interest to remind them of (never when suppressed).
     """
 
     best_send_time: datetime | None
@@ -99,6 +118,8 @@ class SendPlan:
     top_slots: tuple[ScoredSlot, ...]
     decision: Decision
     reason: str
+    codes: tuple[str, ...] = ()
+    reminder: Reminder | None = None
 
 
 def _resolve_zone(name: str | None, config: PolicyConfig) -> tuple[ZoneTable, bool]:
@@ -171,20 +192,24 @@ def _suppress_reason(
     quiet: tuple[int, int] | None,
     any_allowed: bool,
     config: PolicyConfig,
-) -> str | None:
-    """Why not to message at all, or None; the first reason that applies wins."""
+) -> tuple[str, str] | None:
+    """Why not to message at all (code, sentence), or None; the first reason that applies wins."""
     if propensity < config.min_propensity:
-        return f"propensity {propensity:.4f} is below the minimum {config.min_propensity:.4f}"
+        return "below_min_propensity", (
+            f"propensity {propensity:.4f} is below the minimum {config.min_propensity:.4f}"
+        )
     if days_since_last_engagement is not None and days_since_last_engagement > config.max_dormant_days:
-        return (
+        return "dormant", (
             f"dormant: no engagement for {days_since_last_engagement:.0f} days "
             f"(limit {config.max_dormant_days:g})"
         )
     if window_over:
-        return "the send window ended before now"
+        return "window_over", "the send window ended before now"
     if not any_allowed:
         assert quiet is not None  # only quiet hours can exclude every hour of a live window
-        return f"every hour of the send window is within quiet hours {quiet[0]:02d}:00-{quiet[1]:02d}:00"
+        return "all_hours_quiet", (
+            f"every hour of the send window is within quiet hours {quiet[0]:02d}:00-{quiet[1]:02d}:00"
+        )
     return None
 
 
@@ -199,6 +224,7 @@ class PlanQuery:
     window_end: datetime
     days_since_last_engagement: float | None
     quiet_hours: tuple[int, int] | None = None
+    interest: Interest | None = None
 
 
 def plan_send(
@@ -331,7 +357,8 @@ def _plan_group(
     first = group[0]
     table, start_us, end_us, quiet = first.table, first.start_us, first.end_us, first.query.quiet_hours
     window_over = start_us >= end_us
-    starts: list[int] = []  # UTC start (µs) of each allowed candidate hour, in time order
+    candidates = np.empty(0, dtype=np.int64)  # UTC start (µs) of each allowed hour, in time order
+    probs = np.empty((len(group), 0))  # [query, candidate]
     ranked: list[list[tuple[int, float]]] = [[] for _ in group]  # per query: top (candidate, p)
     if not window_over:
         candidates, hour_of_epoch = candidate_hours(table, start_us, end_us)
@@ -341,24 +368,27 @@ def _plan_group(
             candidates, slots = candidates[allowed], slots[allowed]
         if len(slots):
             rows = np.array([item.row for item in group])
-            probs = hour_probs[rows[:, np.newaxis], slots]  # [query, candidate]
+            probs = hour_probs[rows[:, np.newaxis], slots]
             # A stable sort on descending probability keeps ties in time order.
             order = (-probs).argsort(axis=1, kind="stable")[:, : config.top_k].tolist()
             ranked = [[(j, row[j]) for j in top] for top, row in zip(order, probs.tolist(), strict=True)]
-            starts = candidates.tolist()
+    starts: list[int] = candidates.tolist()
     # Datetimes and local times of the chosen candidates, made once for the whole group.
     times = {j: _to_datetime(starts[j]) for top in ranked for j, _ in top}
     local: dict[int, str] = {}
     plans = []
-    for item, top in zip(group, ranked, strict=True):
+    for i, (item, top) in enumerate(zip(group, ranked, strict=True)):
         top_slots = tuple(ScoredSlot(times[j], p) for j, p in top)
         query = item.query
-        reason = _suppress_reason(
+        suppress = _suppress_reason(
             query.propensity, query.days_since_last_engagement, window_over, quiet, bool(top_slots), config
         )
-        if reason is not None:
+        if suppress is not None:
+            code, reason = suppress
             plans.append(
-                SendPlan(None, None, table.zone.key, item.defaulted, top_slots, Decision.SUPPRESS, reason)
+                SendPlan(
+                    None, None, table.zone.key, item.defaulted, top_slots, Decision.SUPPRESS, reason, (code,)
+                )
             )
             continue
         best, best_index = top_slots[0], top[0][0]
@@ -366,10 +396,34 @@ def _plan_group(
             local[best_index] = best.start.astimezone(table.zone).isoformat()
         when = local[best_index]
         if starts[best_index] == item.now_us:
-            decision = Decision.SEND_NOW
+            decision, code = Decision.SEND_NOW, "best_hour_now"
             reason = f"the current hour is the best allowed (p={best.probability:.4f})"
         else:
-            decision = Decision.SCHEDULE
+            decision, code = Decision.SCHEDULE, "best_hour_later"
             reason = f"best allowed hour starts {when} (p={best.probability:.4f})"
-        plans.append(SendPlan(best.start, when, table.zone.key, item.defaulted, top_slots, decision, reason))
+        reminder = None
+        if query.interest is not None:
+            planned = plan_reminder(
+                query.interest, item.now_us, candidates, probs[i], config.default_decide_hours
+            )
+            reminder = None if planned is None else _reminder(planned, table)
+        codes = (code, "reminder_planned") if reminder is not None else (code,)
+        plans.append(
+            SendPlan(
+                best.start, when, table.zone.key, item.defaulted, top_slots, decision, reason, codes, reminder
+            )
+        )
     return plans
+
+
+def _reminder(planned: ReminderPlan, table: ZoneTable) -> Reminder:
+    send_time = _to_datetime(planned.send_us)
+    return Reminder(
+        send_time,
+        send_time.astimezone(table.zone).isoformat(),
+        planned.interest,
+        _to_datetime(planned.interest_us),
+        planned.decide_hours,
+        planned.decide_defaulted,
+        planned.reason,
+    )

@@ -18,16 +18,24 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from nudge.contract.features import STATS_VIEW
 from service.config import Settings, id_problem
 from service.models import ModelSet
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
 from service.online.live import LiveFeatures
 from service.policy import PlanQuery, PolicyConfig, PolicyInputError, SendPlan, plan_send_batch
+from service.reminders import Interest, interest_of
 
 TIME_ZONE_REF = "customer_stats:time_zone"
 DORMANCY_REF = "customer_stats:days_since_last_engagement"
+# The open interest a reminder follows (service/reminders.py), from engagement_v1.
+INTEREST_REFS = (
+    "customer_stats:hours_since_open_interest",
+    "customer_stats:open_interest_is_cart",
+    "customer_stats:decide_time_hours",
+)
 # Read beside the models' inputs: the policy needs them whatever the models are.
-CONTEXT_REFS = (TIME_ZONE_REF, DORMANCY_REF)
+CONTEXT_REFS = (TIME_ZONE_REF, DORMANCY_REF, *INTEREST_REFS)
 # A request without window_end may be messaged within a day of window_start (see the proto).
 DEFAULT_WINDOW = timedelta(hours=24)
 
@@ -122,6 +130,7 @@ class Scorer:
             top_k=settings.top_slots,
             default_zone=settings.default_time_zone,
             max_window=timedelta(hours=settings.max_window_hours),
+            default_decide_hours=settings.default_decide_hours,
         )
         self._stale_after_s = settings.stale_after_hours * 3600.0
         quiet = (settings.quiet_start_hour, settings.quiet_end_hour)
@@ -236,7 +245,20 @@ class Scorer:
             window_end=r.window_end,
             days_since_last_engagement=float(dormant) if isinstance(dormant, float | int) else None,
             quiet_hours=r.quiet_hours,
+            interest=self._interest(r, features),
         )
+
+    @staticmethod
+    def _interest(r: _Resolved, features: CustomerFeatures | None) -> Interest | None:
+        """The open interest, its age as of the query's ``now``: a snapshot row's age is as of
+        the snapshot, so the time since is added (a live state is finalised at ``now``)."""
+        if features is None:
+            return None
+        hours_ago, is_cart, decide = (features.values.get(ref) for ref in INTEREST_REFS)
+        stamp = features.event_timestamps.get(STATS_VIEW)
+        if isinstance(hours_ago, float | int) and stamp is not None:
+            hours_ago = hours_ago + max((r.now - stamp).total_seconds(), 0.0) / 3600.0
+        return interest_of(hours_ago, is_cart, decide)
 
     def _answer(
         self,

@@ -34,6 +34,12 @@ Definitions (all features float32; null where undefined, never a stand-in zero):
                   into several orders is one trip); gap_std_days is the sample std.
   cycle_ratio     days_since_last_purchase / gap_mean_days.
   *_rate_90d      opens (clicks) / sends of the channel over 90 days; null without sends.
+  *_sends_90d     sends of the channel (email_send, sms_send, push_send) over 90 days, so a
+                  rate's responses are rate x sends.
+  hours_since_open_interest  hours since the latest site_visit or cart_add, if it is within
+                  90 days and no purchase came at or after it (a purchase at its very second
+                  converts it); null otherwise. open_interest_is_cart: 1 if a cart_add is at
+                  that latest interest's second, else 0; null when the hours are.
   decide_time_hours  median over purchases of the hours since the latest site_visit or
                   cart_add at most 48 h before the purchase (purchases without one skipped).
   engagement_count_decayed  sum over engagements of 0.5 ** (age / 30 days).
@@ -487,6 +493,7 @@ def _stats_table(
     features |= _purchase_features(history, grid)
     features |= _engagement_features(engagements, grid, reference=int(grid.s.max()))
     features |= _channel_features(history, grid)
+    features |= _interest_features(history, grid)
     computed = {
         name: pa.array(values.astype(np.float32), from_pandas=True) for name, values in features.items()
     }
@@ -600,6 +607,26 @@ def _channel_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:
         "email_click_rate_90d": rate("email_click", "email_send"),
         "sms_click_rate_90d": rate("sms_click", "sms_send"),
         "push_open_rate_90d": rate("push_open", "push_send"),
+        "email_sends_90d": count(90, "email_send"),
+        "sms_sends_90d": count(90, "sms_send"),
+        "push_sends_90d": count(90, "push_send"),
+    }
+
+
+def _interest_features(history: _Timeline, grid: _Grid) -> dict[str, np.ndarray]:
+    """The open interest: the latest site_visit/cart_add before the instant, if within 90 days
+    and no purchase at or after it (before the instant); a cart if a cart_add is at its second."""
+
+    def latest(*kinds: str) -> np.ndarray:
+        """Time of the customer's latest event of these kinds before the instant; NaN if none."""
+        of = history.of_kinds(*kinds)
+        return of.last(of.t, of.before(grid.cust, grid.s), of.start(grid.cust))
+
+    visit, purchase, cart = latest("site_visit", "cart_add"), latest("purchase"), latest("cart_add")
+    open_interest = (visit >= grid.s - 90 * DAY) & ~(purchase >= visit)  # NaN compares False
+    return {
+        "hours_since_open_interest": np.where(open_interest, (grid.s - visit) / 3_600, np.nan),
+        "open_interest_is_cart": np.where(open_interest, (cart == visit).astype(np.float64), np.nan),
     }
 
 

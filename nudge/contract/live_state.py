@@ -6,7 +6,7 @@ kept as a bounded per-customer :class:`CustomerState`: :func:`apply` folds in on
 time order) and :func:`finalise` evaluates every feature of both feature views at any
 instant ``now`` after the newest applied event, from the events strictly before it. The
 parity test (tests/unit/test_live_state.py) replays events through both and compares every
-feature of both feature services at random instants, DST switches, window and burst edges.
+feature of every feature service at random instants, DST switches, window and burst edges.
 
 What the state keeps, and why that is enough:
 
@@ -24,7 +24,9 @@ What the state keeps, and why that is enough:
   engagement or trip (burst collapse, chained);
 * the latest site_visit/cart_add and the decide-time samples (whole seconds, sorted): a
   median needs them all, so this is the one part that grows with the customer's lifetime
-  purchases (4 bytes each, only purchases with a visit within 48 h).
+  purchases (4 bytes each, only purchases with a visit within 48 h). The open interest
+  (issue 12) needs nothing more: the latest visit, the latest purchase, and the window's
+  cart_add times (a visit inside 90 days of ``now`` is inside the kept horizon).
 
 :func:`to_bytes` / :func:`from_bytes` give a compact, versioned encoding for an online store
 (one key per customer, updated by read-modify-write).
@@ -247,6 +249,7 @@ def finalise(state: CustomerState, now: Instant) -> dict[str, object]:
             f"({state.last_event}); events at or after an instant never count"
         )
     stats = _purchase_stats(state, s) | _channel_stats(state, s) | _engagement_stats(state, s)
+    stats |= _interest_stats(state, s)
     appeared = min((x for x in (state.signup, state.first_event) if x is not None), default=None)
     stats["tenure_days"] = (s - appeared) / DAY if appeared is not None and appeared < s else None
     features: dict[str, object] = {f"{STATS}:{name}": value for name, value in stats.items()}
@@ -314,6 +317,29 @@ def _channel_stats(state: CustomerState, s: int) -> dict[str, float | None]:
         "email_click_rate_90d": rate("email_click", "email_send"),
         "sms_click_rate_90d": rate("sms_click", "sms_send"),
         "push_open_rate_90d": rate("push_open", "push_send"),
+        "email_sends_90d": float(count(90, "email_send")),
+        "sms_sends_90d": float(count(90, "sms_send")),
+        "push_sends_90d": float(count(90, "push_send")),
+    }
+
+
+def _interest_stats(state: CustomerState, s: int) -> dict[str, float | None]:
+    """The open interest: the latest site_visit/cart_add, if within 90 days and no purchase
+    came at or after it (a purchase at its very second converts it, as a visit at a purchase's
+    second precedes it for the decide time). No state of its own: ``last_visit`` and
+    ``last_purchase`` are kept for good, and a cart_add at ``last_visit`` is still in the
+    window times when it counts: within 90 days of ``now``, so within HORIZON of the newest."""
+    visit = state.last_visit
+    if (
+        visit is None
+        or visit < s - 90 * DAY
+        or (state.last_purchase is not None and state.last_purchase >= visit)
+    ):
+        return {"hours_since_open_interest": None, "open_interest_is_cart": None}
+    carts = state.window_times[_CART_ADD]
+    return {
+        "hours_since_open_interest": (s - visit) / 3_600,
+        "open_interest_is_cart": 1.0 if carts and carts[-1] == visit else 0.0,
     }
 
 

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16nudge/v1/scoring.proto\x12\x08nudge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\nQuietHours\x12\x12\n\nstart_hour\x18\x01 \x01(\r\x12\x10\n\x08\x65nd_hour\x18\x02 \x01(\r\"\xfd\x01\n\x0cScoreRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x03now\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x0bquiet_hours\x18\x05 \x01(\x0b\x32\x14.nudge.v1.QuietHours\x12\"\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x11.nudge.v1.Channel\"=\n\x11ScoreBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.nudge.v1.ScoreRequest\"O\n\x08SendSlot\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"-\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xd0\x03\n\rScoreResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13purchase_propensity\x18\x02 \x01(\x01\x12\x14\n\x0chorizon_days\x18\x03 \x01(\r\x12\x32\n\x0e\x62\x65st_send_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x05 \x01(\t\x12\x1c\n\x14\x62\x65st_send_time_local\x18\x06 \x01(\t\x12\x1b\n\x13time_zone_defaulted\x18\x07 \x01(\x08\x12%\n\ttop_slots\x18\x08 \x03(\x0b\x32\x12.nudge.v1.SendSlot\x12$\n\x08\x64\x65\x63ision\x18\t \x01(\x0e\x32\x12.nudge.v1.Decision\x12\x0e\n\x06reason\x18\n \x01(\t\x12&\n\x06models\x18\x0b \x03(\x0b\x32\x16.nudge.v1.ModelVersion\x12/\n\x0e\x66\x65\x61ture_status\x18\x0c \x01(\x0e\x32\x17.nudge.v1.FeatureStatus\x12\x1b\n\x13\x66\x65\x61ture_age_seconds\x18\r \x01(\x01\x12\"\n\x07\x63hannel\x18\x0e \x01(\x0e\x32\x11.nudge.v1.Channel\"q\n\x10ScoreBatchResult\x12+\n\x08response\x18\x01 \x01(\x0b\x32\x17.nudge.v1.ScoreResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.nudge.v1.BatchErrorH\x00\x42\t\n\x07outcome\"@\n\nBatchError\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"A\n\x12ScoreBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.nudge.v1.ScoreBatchResult*X\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03*i\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_SEND_NOW\x10\x01\x12\x15\n\x11\x44\x45\x43ISION_SCHEDULE\x10\x02\x12\x15\n\x11\x44\x45\x43ISION_SUPPRESS\x10\x03*\x9f\x01\n\rFeatureStatus\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_STATUS_FRESH\x10\x01\x12\x18\n\x14\x46\x45\x41TURE_STATUS_STALE\x10\x02\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_MISSING\x10\x03\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNAVAILABLE\x10\x04\x32\x93\x01\n\x0eScoringService\x12\x38\n\x05Score\x12\x16.nudge.v1.ScoreRequest\x1a\x17.nudge.v1.ScoreResponse\x12G\n\nScoreBatch\x12\x1b.nudge.v1.ScoreBatchRequest\x1a\x1c.nudge.v1.ScoreBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16nudge/v1/scoring.proto\x12\x08nudge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\nQuietHours\x12\x12\n\nstart_hour\x18\x01 \x01(\r\x12\x10\n\x08\x65nd_hour\x18\x02 \x01(\r\"\xfd\x01\n\x0cScoreRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x03now\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x0bquiet_hours\x18\x05 \x01(\x0b\x32\x14.nudge.v1.QuietHours\x12\"\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x11.nudge.v1.Channel\"=\n\x11ScoreBatchRequest\x12(\n\x08requests\x18\x01 \x03(\x0b\x32\x16.nudge.v1.ScoreRequest\"O\n\x08SendSlot\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"-\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x88\x05\n\rScoreResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13purchase_propensity\x18\x02 \x01(\x01\x12\x14\n\x0chorizon_days\x18\x03 \x01(\r\x12\x32\n\x0e\x62\x65st_send_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x05 \x01(\t\x12\x1c\n\x14\x62\x65st_send_time_local\x18\x06 \x01(\t\x12\x1b\n\x13time_zone_defaulted\x18\x07 \x01(\x08\x12%\n\ttop_slots\x18\x08 \x03(\x0b\x32\x12.nudge.v1.SendSlot\x12$\n\x08\x64\x65\x63ision\x18\t \x01(\x0e\x32\x12.nudge.v1.Decision\x12\x0e\n\x06reason\x18\n \x01(\t\x12&\n\x06models\x18\x0b \x03(\x0b\x32\x16.nudge.v1.ModelVersion\x12/\n\x0e\x66\x65\x61ture_status\x18\x0c \x01(\x0e\x32\x17.nudge.v1.FeatureStatus\x12\x1b\n\x13\x66\x65\x61ture_age_seconds\x18\r \x01(\x01\x12\"\n\x07\x63hannel\x18\x0e \x01(\x0e\x32\x11.nudge.v1.Channel\x12(\n\x08\x63hannels\x18\x0f \x03(\x0b\x32\x16.nudge.v1.ChannelScore\x12\x1a\n\x12\x63hannels_defaulted\x18\x10 \x01(\x08\x12$\n\x08reminder\x18\x11 \x01(\x0b\x32\x12.nudge.v1.Reminder\x12\x30\n\x12propensity_reasons\x18\x12 \x03(\x0b\x32\x14.nudge.v1.ReasonCode\x12\x18\n\x10\x64\x65\x63ision_reasons\x18\x13 \x03(\t\"\xa0\x01\n\x0c\x43hannelScore\x12\"\n\x07\x63hannel\x18\x01 \x01(\x0e\x32\x11.nudge.v1.Channel\x12\x1a\n\x12\x65ngage_probability\x18\x02 \x01(\x01\x12\x32\n\x0e\x62\x65st_send_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x62\x65st_send_time_local\x18\x04 \x01(\t\"\xe1\x01\n\x08Reminder\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsend_time_local\x18\x02 \x01(\t\x12\x10\n\x08interest\x18\x03 \x01(\t\x12\x31\n\rinterest_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x64\x65\x63ide_time_hours\x18\x05 \x01(\x01\x12\x1d\n\x15\x64\x65\x63ide_time_defaulted\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\"0\n\nReasonCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\"q\n\x10ScoreBatchResult\x12+\n\x08response\x18\x01 \x01(\x0b\x32\x17.nudge.v1.ScoreResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.nudge.v1.BatchErrorH\x00\x42\t\n\x07outcome\"@\n\nBatchError\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"A\n\x12ScoreBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.nudge.v1.ScoreBatchResult*X\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x03*i\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_SEND_NOW\x10\x01\x12\x15\n\x11\x44\x45\x43ISION_SCHEDULE\x10\x02\x12\x15\n\x11\x44\x45\x43ISION_SUPPRESS\x10\x03*\x9f\x01\n\rFeatureStatus\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_STATUS_FRESH\x10\x01\x12\x18\n\x14\x46\x45\x41TURE_STATUS_STALE\x10\x02\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_MISSING\x10\x03\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNAVAILABLE\x10\x04\x32\x93\x01\n\x0eScoringService\x12\x38\n\x05Score\x12\x16.nudge.v1.ScoreRequest\x1a\x17.nudge.v1.ScoreResponse\x12G\n\nScoreBatch\x12\x1b.nudge.v1.ScoreBatchRequest\x1a\x1c.nudge.v1.ScoreBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nudge.v1.scoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNEL']._serialized_start=1283
-  _globals['_CHANNEL']._serialized_end=1371
-  _globals['_DECISION']._serialized_start=1373
-  _globals['_DECISION']._serialized_end=1478
-  _globals['_FEATURESTATUS']._serialized_start=1481
-  _globals['_FEATURESTATUS']._serialized_end=1640
+  _globals['_CHANNEL']._serialized_start=1908
+  _globals['_CHANNEL']._serialized_end=1996
+  _globals['_DECISION']._serialized_start=1998
+  _globals['_DECISION']._serialized_end=2103
+  _globals['_FEATURESTATUS']._serialized_start=2106
+  _globals['_FEATURESTATUS']._serialized_end=2265
   _globals['_QUIETHOURS']._serialized_start=69
   _globals['_QUIETHOURS']._serialized_end=119
   _globals['_SCOREREQUEST']._serialized_start=122
@@ -49,13 +49,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSION']._serialized_start=521
   _globals['_MODELVERSION']._serialized_end=566
   _globals['_SCORERESPONSE']._serialized_start=569
-  _globals['_SCORERESPONSE']._serialized_end=1033
-  _globals['_SCOREBATCHRESULT']._serialized_start=1035
-  _globals['_SCOREBATCHRESULT']._serialized_end=1148
-  _globals['_BATCHERROR']._serialized_start=1150
-  _globals['_BATCHERROR']._serialized_end=1214
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=1216
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=1281
-  _globals['_SCORINGSERVICE']._serialized_start=1643
-  _globals['_SCORINGSERVICE']._serialized_end=1790
+  _globals['_SCORERESPONSE']._serialized_end=1217
+  _globals['_CHANNELSCORE']._serialized_start=1220
+  _globals['_CHANNELSCORE']._serialized_end=1380
+  _globals['_REMINDER']._serialized_start=1383
+  _globals['_REMINDER']._serialized_end=1608
+  _globals['_REASONCODE']._serialized_start=1610
+  _globals['_REASONCODE']._serialized_end=1658
+  _globals['_SCOREBATCHRESULT']._serialized_start=1660
+  _globals['_SCOREBATCHRESULT']._serialized_end=1773
+  _globals['_BATCHERROR']._serialized_start=1775
+  _globals['_BATCHERROR']._serialized_end=1839
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=1841
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=1906
+  _globals['_SCORINGSERVICE']._serialized_start=2268
+  _globals['_SCORINGSERVICE']._serialized_end=2415
 # @@protoc_insertion_point(module_scope)

@@ -92,7 +92,7 @@ class ModelVersion(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("customer_id", "purchase_propensity", "horizon_days", "best_send_time", "time_zone", "best_send_time_local", "time_zone_defaulted", "top_slots", "decision", "reason", "models", "feature_status", "feature_age_seconds", "channel")
+    __slots__ = ("customer_id", "purchase_propensity", "horizon_days", "best_send_time", "time_zone", "best_send_time_local", "time_zone_defaulted", "top_slots", "decision", "reason", "models", "feature_status", "feature_age_seconds", "channel", "channels", "channels_defaulted", "reminder", "propensity_reasons", "decision_reasons")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     PURCHASE_PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,11 @@ class ScoreResponse(_message.Message):
     FEATURE_STATUS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_DEFAULTED_FIELD_NUMBER: _ClassVar[int]
+    REMINDER_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_REASONS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_REASONS_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     purchase_propensity: float
     horizon_days: int
@@ -121,7 +126,50 @@ class ScoreResponse(_message.Message):
     feature_status: FeatureStatus
     feature_age_seconds: float
     channel: Channel
-    def __init__(self, customer_id: _Optional[str] = ..., purchase_propensity: _Optional[float] = ..., horizon_days: _Optional[int] = ..., best_send_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., best_send_time_local: _Optional[str] = ..., time_zone_defaulted: _Optional[bool] = ..., top_slots: _Optional[_Iterable[_Union[SendSlot, _Mapping]]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., feature_status: _Optional[_Union[FeatureStatus, str]] = ..., feature_age_seconds: _Optional[float] = ..., channel: _Optional[_Union[Channel, str]] = ...) -> None: ...
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelScore]
+    channels_defaulted: bool
+    reminder: Reminder
+    propensity_reasons: _containers.RepeatedCompositeFieldContainer[ReasonCode]
+    decision_reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, customer_id: _Optional[str] = ..., purchase_propensity: _Optional[float] = ..., horizon_days: _Optional[int] = ..., best_send_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., best_send_time_local: _Optional[str] = ..., time_zone_defaulted: _Optional[bool] = ..., top_slots: _Optional[_Iterable[_Union[SendSlot, _Mapping]]] = ..., decision: _Optional[_Union[Decision, str]] = ..., reason: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., feature_status: _Optional[_Union[FeatureStatus, str]] = ..., feature_age_seconds: _Optional[float] = ..., channel: _Optional[_Union[Channel, str]] = ..., channels: _Optional[_Iterable[_Union[ChannelScore, _Mapping]]] = ..., channels_defaulted: _Optional[bool] = ..., reminder: _Optional[_Union[Reminder, _Mapping]] = ..., propensity_reasons: _Optional[_Iterable[_Union[ReasonCode, _Mapping]]] = ..., decision_reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ChannelScore(_message.Message):
+    __slots__ = ("channel", "engage_probability", "best_send_time", "best_send_time_local")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    ENGAGE_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    BEST_SEND_TIME_FIELD_NUMBER: _ClassVar[int]
+    BEST_SEND_TIME_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    channel: Channel
+    engage_probability: float
+    best_send_time: _timestamp_pb2.Timestamp
+    best_send_time_local: str
+    def __init__(self, channel: _Optional[_Union[Channel, str]] = ..., engage_probability: _Optional[float] = ..., best_send_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., best_send_time_local: _Optional[str] = ...) -> None: ...
+
+class Reminder(_message.Message):
+    __slots__ = ("send_time", "send_time_local", "interest", "interest_time", "decide_time_hours", "decide_time_defaulted", "reason")
+    SEND_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEND_TIME_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    INTEREST_FIELD_NUMBER: _ClassVar[int]
+    INTEREST_TIME_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_TIME_HOURS_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_TIME_DEFAULTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    send_time: _timestamp_pb2.Timestamp
+    send_time_local: str
+    interest: str
+    interest_time: _timestamp_pb2.Timestamp
+    decide_time_hours: float
+    decide_time_defaulted: bool
+    reason: str
+    def __init__(self, send_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., send_time_local: _Optional[str] = ..., interest: _Optional[str] = ..., interest_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decide_time_hours: _Optional[float] = ..., decide_time_defaulted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReasonCode(_message.Message):
+    __slots__ = ("code", "contribution")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    contribution: float
+    def __init__(self, code: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class ScoreBatchResult(_message.Message):
     __slots__ = ("response", "error")

@@ -29,7 +29,7 @@ from tests.support.stack import RedisServer, copy_feature_repo
 from training.features import HISTOGRAMS_TABLE, STATS_TABLE
 
 FEAST = Path(sys.executable).with_name("feast")
-SERVICES = ("propensity_v1", "send_time_v1")
+SERVICES = ("propensity_v1", "send_time_v1", "engagement_v1")
 TODAY = pd.Timestamp(datetime.now(UTC)).floor("D")
 START = TODAY - pd.Timedelta(days=22)
 

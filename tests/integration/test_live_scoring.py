@@ -176,3 +176,66 @@ def test_the_next_features_run_reads_the_event_log(
     assert set(created.recent) == {first.event_id}
     stats = pd.read_parquet(repo / "data" / "customer_stats.parquet", columns=["customer_id"])
     assert newcomer in set(stats["customer_id"]), "the feature tables hold the log's events too"
+
+
+def history(customer: str, decide: timedelta, now: datetime) -> list[ipb.Event]:
+    """A new customer's three visits, each followed by a purchase ``decide`` later, then a cart
+    add a minute before ``now`` with no purchase since."""
+    events = []
+    for k in range(3):
+        visit = now - timedelta(days=20 - 5 * k)
+        for kind, when in (("site_visit", visit), ("purchase", visit + decide)):
+            events.append(
+                ipb.Event(
+                    event_id=f"{kind}-{uuid.uuid4().hex[:8]}",
+                    customer_id=customer,
+                    event_type=kind,
+                    event_time=timestamp(when),
+                    amount=25.0 if kind == "purchase" else None,
+                    time_zone="Europe/Berlin",
+                )
+            )
+    cart = ipb.Event(
+        event_id=f"cart-{uuid.uuid4().hex[:8]}",
+        customer_id=customer,
+        event_type="cart_add",
+        event_time=timestamp(now - timedelta(minutes=1)),
+    )
+    return [*events, cart]
+
+
+def test_reminders_follow_each_customers_decide_time(live_server: ServerProcess) -> None:
+    """Through Ingest and Score: a fast decider is reminded within hours, a slow one around
+    their 30 h; a purchase after the cart add removes the reminder."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    fast, slow = (f"remind-{uuid.uuid4().hex[:8]}-{kind}" for kind in ("fast", "slow"))
+    events = [*history(fast, timedelta(minutes=10), now), *history(slow, timedelta(hours=30), now)]
+    assert set(ingest(live_server, *events)) == {ipb.EventResult.OUTCOME_APPLIED}
+
+    def score(customer: str) -> pb.ScoreResponse:
+        with live_server.channel() as channel:
+            request = pb.ScoreRequest(
+                customer_id=customer, now=timestamp(now), window_end=timestamp(now + timedelta(hours=72))
+            )
+            return scoring_pb2_grpc.ScoringServiceStub(channel).Score(request, timeout=10)
+
+    quick, patient = score(fast), score(slow)
+    for answer, decide in ((quick, 10 / 60), (patient, 30.0)):
+        assert answer.decision != pb.DECISION_SUPPRESS, answer.reason
+        assert answer.HasField("reminder") and "reminder_planned" in answer.decision_reasons
+        assert answer.reminder.interest == "cart_add"
+        assert answer.reminder.decide_time_hours == pytest.approx(decide)
+        assert not answer.reminder.decide_time_defaulted
+    assert quick.reminder.send_time.ToDatetime(UTC) - now <= timedelta(hours=4)
+    assert patient.reminder.send_time.ToDatetime(UTC) - now >= timedelta(hours=29)
+
+    bought = ipb.Event(
+        event_id=f"buy-{uuid.uuid4().hex[:8]}",
+        customer_id=fast,
+        event_type="purchase",
+        amount=30.0,
+        event_time=timestamp(now - timedelta(seconds=10)),
+    )
+    assert ingest(live_server, bought) == [ipb.EventResult.OUTCOME_APPLIED]
+    after = score(fast)
+    assert not after.HasField("reminder") and "reminder_planned" not in after.decision_reasons

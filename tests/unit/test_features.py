@@ -568,6 +568,23 @@ def oracle_stats(seen: list[tuple[float, str, float]], s: float, first_seen: flo
         "push_open_rate_90d": rate("push_open", "push_send"),
         "decide_time_hours": float(np.median(waits)) if waits else math.nan,
         "engagement_count_decayed": decayed([(s - t) / DAY for t in engagements]),
+        "email_sends_90d": count({"email_send"}, 90),
+        "sms_sends_90d": count({"sms_send"}, 90),
+        "push_sends_90d": count({"push_send"}, 90),
+        **oracle_open_interest(seen, s),
+    }
+
+
+def oracle_open_interest(seen: list[tuple[float, str, float]], s: float) -> dict[str, float]:
+    """The latest site_visit/cart_add within 90 days, unless a purchase is at or after it."""
+    interest = [(t, kind) for t, kind, _ in seen if kind in ("site_visit", "cart_add")]
+    newest = max((t for t, _ in interest), default=-math.inf)
+    converted = any(t >= newest for t, kind, _ in seen if kind == "purchase")
+    if newest < s - 90 * DAY or converted:
+        return {"hours_since_open_interest": math.nan, "open_interest_is_cart": math.nan}
+    return {
+        "hours_since_open_interest": (s - newest) / 3600,
+        "open_interest_is_cart": float(any(t == newest and kind == "cart_add" for t, kind in interest)),
     }
 
 

@@ -4,7 +4,7 @@ Simulated customers (pinned dates, spanning both directions of the European and 
 switches) plus hand-built edge cases are replayed event by event through
 ``nudge.contract.live_state``; at thousands of (customer, instant) pairs -- random, around DST
 switches, at and 1 s around window edges (an event + 7/30/90 days) and burst edges (an event
-+ 1 h) -- every feature of both feature services, as the Feast repo lists them, must equal
++ 1 h) -- every feature of every feature service, as the Feast repo lists them, must equal
 ``training.features.features_at`` at the same pair. Also: the encoding round-trips exactly,
 the state stays bounded, and out-of-order use is refused.
 """
@@ -81,6 +81,24 @@ def edge_cases() -> tuple[pd.DataFrame, pd.DataFrame]:
     # Two events exactly 90 days - 1 s apart: the older is in the window just after the newer.
     rows.append(("edge_horizon", t, "purchase", 2.0))
     rows.append(("edge_horizon", t + 90 * DAY - 1, "purchase", 5.0))
+    # The open interest at equal seconds: a cart_add and a site_visit (both orders: a cart
+    # either way), a purchase at a visit's second (either order: converted).
+    t = seconds("2025-12-01 09:00:00")
+    for offset, kind in (
+        (0, "cart_add"),
+        (0, "site_visit"),
+        (2 * HOUR, "purchase"),
+        (DAY, "site_visit"),
+        (DAY, "cart_add"),
+        (DAY + 1_800, "sms_send"),
+        (3 * DAY, "site_visit"),
+        (3 * DAY, "purchase"),
+        (5 * DAY, "purchase"),
+        (5 * DAY, "cart_add"),
+        (6 * DAY, "site_visit"),
+        (6 * DAY + 1, "push_send"),
+    ):
+        rows.append(("edge_interest", t + offset, kind, 7.0 if kind == "purchase" else None))
     for zone, switches in SWITCHES.items():
         for direction, switch in zip(("back", "forward"), switches, strict=True):
             x = seconds(switch)
@@ -158,8 +176,11 @@ def pairs(data: Data, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     engaged = data.events[data.events["event_type"].isin(ENGAGEMENT_TYPES)]
     for customer, t, _, _ in rows(engaged.iloc[rng.choice(len(engaged), 120, replace=False)]):
         add(customer, t + 1, t + HOUR - 1, t + HOUR, t + HOUR + 1)
-    for customer, t, _, _ in rows(data.events[~data.events["customer_id"].str.startswith("c")]):
+    edges = data.events[~data.events["customer_id"].str.startswith("c")]
+    for customer, t, _, _ in rows(edges):
         add(customer, t, t + 1, t + HOUR, t + HOUR + 1, t + HOUR + 2)
+    for customer, t, _, _ in rows(edges.groupby("customer_id").tail(1)):  # 90 days after the last
+        add(customer, t + 90 * DAY - 1, t + 90 * DAY, t + 90 * DAY + 1)
     # DST: simulated customers in the two zones, around every switch.
     for zone, switches in SWITCHES.items():
         local = data.customers.loc[data.customers["time_zone"] == zone, "customer_id"].to_numpy()
@@ -242,7 +263,7 @@ def batch_values(data: Data, ids: np.ndarray, instants: np.ndarray) -> dict[str,
 def test_live_state_matches_batch_at_every_pair(data: Data) -> None:
     refs = service_features()
     ids, instants = pairs(data, np.random.default_rng(5))
-    assert (len(ids), len(refs)) == (2_625, 27), "the counts docs/realtime.md states"
+    assert (len(ids), len(refs)) == (2_721, 32), "the counts docs/realtime.md states"
     batch = batch_values(data, ids, instants)
     mismatches = []
     for index, live in replay(data, ids, instants):
@@ -324,3 +345,92 @@ def test_datetimes_round_like_the_batch() -> None:
     got = finalise(state, datetime(2025, 1, 2, 0, 0, 0, 1, tzinfo=UTC))
     assert got["customer_stats:days_since_last_engagement"] == pytest.approx(1 / DAY)
     assert got["customer_stats:tenure_days"] == pytest.approx(1 + 1 / DAY)
+
+
+ENGAGEMENT_NEW = (
+    "email_sends_90d",
+    "sms_sends_90d",
+    "push_sends_90d",
+    "hours_since_open_interest",
+    "open_interest_is_cart",
+)
+
+
+def both_evaluations(events: list[tuple[int, str]], *instants: int) -> list[dict[str, object]]:
+    """The issue-12 features of one UTC customer at each instant, live; checked equal to the
+    batch's at the same instants (nulls as None)."""
+    frame = pd.DataFrame(
+        [
+            ("h", pd.Timestamp(t, unit="s", tz="UTC"), kind, 1.0 if kind == "purchase" else None)
+            for t, kind in events
+        ],
+        columns=["customer_id", "event_timestamp", "event_type", "amount"],
+    )
+    customers = pd.DataFrame(
+        [("h", "UTC", utc("2025-01-01"))], columns=["customer_id", "time_zone", "signup_timestamp"]
+    )
+    stats, _ = features_at(frame, customers, ["h"] * len(instants), np.array(instants), TABLES)
+    got = []
+    for index, now in enumerate(instants):
+        state = new_state("h", "UTC")
+        for t, kind in events:
+            if t < now:
+                apply(state, Event(t, kind, 1.0 if kind == "purchase" else None))
+        live = finalise(state, now)
+        values = {name: live[f"customer_stats:{name}"] for name in ENGAGEMENT_NEW}
+        for name, value in values.items():
+            assert agrees(value, float(stats[name].iloc[index])), (name, now)
+        got.append(values)
+    return got
+
+
+def test_open_interest_by_hand() -> None:
+    t = seconds("2026-01-10 12:00:00")
+    visit_then_purchase = [(t, "site_visit"), (t + HOUR, "purchase")]
+    (converted,) = both_evaluations(visit_then_purchase, t + 2 * HOUR)
+    assert converted["hours_since_open_interest"] is None and converted["open_interest_is_cart"] is None
+    cart_after = [*visit_then_purchase, (t + DAY, "cart_add")]
+    before, open_cart, edge, beyond = both_evaluations(
+        cart_after, t + HOUR + 1, t + DAY + 2 * HOUR, t + 91 * DAY, t + 91 * DAY + 1
+    )
+    assert before == {
+        "email_sends_90d": 0.0,
+        "sms_sends_90d": 0.0,
+        "push_sends_90d": 0.0,
+        "hours_since_open_interest": None,  # the purchase at t + 1 h converted the visit
+        "open_interest_is_cart": None,
+    }
+    assert (open_cart["hours_since_open_interest"], open_cart["open_interest_is_cart"]) == (2.0, 1.0)
+    assert edge["hours_since_open_interest"] == 90 * 24  # exactly 90 days: still in [now - 90 d, now)
+    assert beyond["hours_since_open_interest"] is None and beyond["open_interest_is_cart"] is None
+    # A newer visit makes the open interest a visit; a purchase at its very second converts it,
+    # whichever was applied first; a cart_add at the visit's second makes it a cart either way.
+    visit = [*cart_after, (t + 2 * DAY, "site_visit")]
+    (newer,) = both_evaluations(visit, t + 2 * DAY + 1_800)
+    assert (newer["hours_since_open_interest"], newer["open_interest_is_cart"]) == (0.5, 0.0)
+    for tie in ("purchase", "cart_add"):
+        for order in (
+            [*visit, (t + 2 * DAY, tie)],
+            [*cart_after, (t + 2 * DAY, tie), (t + 2 * DAY, "site_visit")],
+        ):
+            (same_second,) = both_evaluations(order, t + 2 * DAY + 1)
+            expected = (None, None) if tie == "purchase" else (1 / 3_600, 1.0)
+            got = (same_second["hours_since_open_interest"], same_second["open_interest_is_cart"])
+            assert got == expected, (tie, order)
+
+
+def test_sends_90d_by_hand() -> None:
+    t = seconds("2026-01-10 12:00:00")
+    events = [(t, "email_send"), (t, "email_open"), (t + HOUR, "sms_send"), (t + HOUR, "push_send")]
+    events += [(t + DAY, "email_send"), (t + DAY, "push_send")]
+    edge, past_edge, later = both_evaluations(events, t + 90 * DAY, t + 90 * DAY + 1, t + 90 * DAY + HOUR + 1)
+    sends = ("email_sends_90d", "sms_sends_90d", "push_sends_90d")
+    assert [edge[name] for name in sends] == [2.0, 1.0, 2.0]  # t is in [now - 90 d, now)
+    assert [past_edge[name] for name in sends] == [1.0, 1.0, 2.0]  # ... and 1 s later it is not
+    assert [later[name] for name in sends] == [1.0, 0.0, 1.0]
+    assert edge["hours_since_open_interest"] is None  # no visit or cart add at all
+    state = new_state("h", "UTC")
+    for at, kind in events:
+        apply(state, Event(at, kind))
+    rate = finalise(state, t + 90 * DAY)["customer_stats:email_open_rate_90d"]
+    assert rate == 0.5 and rate * 2.0 == 1.0  # the opens: rate × sends
