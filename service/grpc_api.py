@@ -150,6 +150,16 @@ def to_response(result: ScoreResult, response: pb.ScoreResponse | None = None) -
     response.decision_reasons.extend(plan.codes)
     if plan.reminder is not None:
         _set_reminder(response.reminder, plan.reminder)
+    for choice in plan.channels:
+        scored = response.channels.add(
+            channel=_CHANNEL_NUMBERS[choice.channel],
+            engage_probability=choice.probability,
+            best_send_time_local=choice.local,
+        )
+        _set_time(scored.best_send_time, choice.start)
+    response.channels_defaulted = plan.channels_defaulted
+    for code, contribution in result.propensity_reasons:
+        response.propensity_reasons.add(code=code, contribution=contribution)
     for name, version in result.models.items():
         response.models.add(name=name, version=version)
     response.feature_status = _STATUS[result.feature_status.value]

@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import onnxruntime as ort
 
+from nudge.contract.channel_model import FILE_NAME as CHANNEL_MODEL_FILE
+from nudge.contract.channel_model import ChannelModel, ChannelModelError
 from nudge.contract.features import ENGAGEMENT_SERVICE
 from nudge.contract.manifest import Manifest, ManifestError, latest_version_dir, load_model_dir
 from nudge.contract.onnx import onnx_session
 from nudge.contract.week import HOURS_PER_WEEK
+from service.reasons import REASONS_FILE, ReasonTables, load_reasons
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -39,6 +42,8 @@ class LoadedModel:
     session: ort.InferenceSession
     # (feature ref, first column, width) in manifest order, computed once.
     layout: tuple[tuple[str, int, int], ...]
+    # The propensity's reason tables (service/reasons.py); None for models written without.
+    reasons: ReasonTables | None = None
 
     @functools.cached_property
     def width(self) -> int:
@@ -105,7 +110,8 @@ def load_model(version_dir: Path) -> LoadedModel:
     for feature in manifest.features:
         layout.append((feature.ref, start, feature.size))
         start += feature.size
-    model = LoadedModel(manifest, session, tuple(layout))
+    reasons = load_reasons(version_dir, manifest) if (version_dir / REASONS_FILE).exists() else None
+    model = LoadedModel(manifest, session, tuple(layout), reasons)
     _smoke_test(model, version_dir)
     return model
 
@@ -127,10 +133,12 @@ def _smoke_test(model: LoadedModel, version_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class ModelSet:
-    """The propensity and send-time models served together."""
+    """The propensity and send-time models served together, and the channel model trained with
+    them (None when the data had no sends: the answers then rank no channels)."""
 
     propensity: LoadedModel
     send_time: LoadedModel
+    channel: ChannelModel | None = None
 
     @functools.cached_property
     def versions(self) -> dict[str, str]:
@@ -155,9 +163,21 @@ def load_latest(models_dir: Path) -> ModelSet:
     models = ModelSet(
         load_model(latest_version_dir(models_dir, PROPENSITY)),
         load_model(latest_version_dir(models_dir, SEND_TIME)),
+        load_channel_model(models_dir),
     )
     validate_pair(models)
     return models
+
+
+def load_channel_model(models_dir: Path) -> ChannelModel | None:
+    """MODELS/channel_model.json (training/channel.py), or None when training wrote none."""
+    path = models_dir / CHANNEL_MODEL_FILE
+    if not path.exists():
+        return None
+    try:
+        return ChannelModel.from_json(path)
+    except ChannelModelError as exc:
+        raise ManifestError(str(exc)) from exc
 
 
 def validate_pair(models: ModelSet) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from typing import NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
+from nudge.contract.channel_model import CHANNELS, ChannelModel
 from nudge.contract.week import EPOCH_HOUR, HOURS_PER_WEEK, hour_of_week
 from service.reminders import Interest, ReminderPlan, plan_reminder
 from service.zones import (
@@ -94,6 +96,16 @@ class Reminder(NamedTuple):
     reason: str
 
 
+class ChannelChoice(NamedTuple):
+    """One channel's answer: the probability a message on it is engaged with, sent at its best
+    allowed slot (``start``, UTC; ``local`` in the customer's zone)."""
+
+    channel: str  # "EMAIL", "SMS" or "PUSH"
+    probability: float
+    start: datetime
+    local: str
+
+
 class ScoredSlot(NamedTuple):
     """One candidate send slot: when it starts (UTC) and the model's probability for it."""
 
@@ -108,7 +120,10 @@ class SendPlan:
     ``best_send_time`` is None when the decision is SUPPRESS, so nobody can act on a
     time by mistake; ``top_slots`` still show the model's view of the window. ``codes`` are
     the decision's machine-readable reasons (``reason`` is the sentence); ``reminder`` is set
-    when the customer has an open interest to remind them of (never when suppressed).
+    when the customer has an open interest to remind them of (never when suppressed);
+    ``channels`` ranks the channels best first (only the query's channel when it names one;
+    none without a channel model or an allowed hour), ``channels_defaulted`` when the customer
+    has no sends to learn from and the ranking is the population's.
     """
 
     best_send_time: datetime | None
@@ -120,6 +135,8 @@ class SendPlan:
     reason: str
     codes: tuple[str, ...] = ()
     reminder: Reminder | None = None
+    channels: tuple[ChannelChoice, ...] = ()
+    channels_defaulted: bool = False
 
 
 def _resolve_zone(name: str | None, config: PolicyConfig) -> tuple[ZoneTable, bool]:
@@ -225,6 +242,10 @@ class PlanQuery:
     days_since_last_engagement: float | None
     quiet_hours: tuple[int, int] | None = None
     interest: Interest | None = None
+    # Per channel (CHANNELS order): response rate and sends over 90 days; NaN when unknown.
+    channel_rates: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    channel_sends: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    channel: str | None = None  # answer for this channel only ("EMAIL", "SMS", "PUSH")
 
 
 def plan_send(
@@ -258,9 +279,13 @@ def plan_send(
 
 
 def plan_send_batch(
-    hour_probs: npt.NDArray[np.floating], queries: Sequence[PlanQuery], config: PolicyConfig
+    hour_probs: npt.NDArray[np.floating],
+    queries: Sequence[PlanQuery],
+    config: PolicyConfig,
+    channel_model: ChannelModel | None = None,
 ) -> list[SendPlan | PolicyInputError]:
-    """:func:`plan_send` for many customers at once (``hour_probs[i]`` is query i's row).
+    """:func:`plan_send` for many customers at once (``hour_probs[i]`` is query i's row), and
+    with a ``channel_model`` the channels ranked for each (see :class:`SendPlan`).
 
     The answers are plan_send's, but customers who share a zone, a window and quiet hours (a
     batch scored as of one time mostly does) share the work that depends only on those: their
@@ -278,7 +303,7 @@ def plan_send_batch(
             errors.append(None)
         except PolicyInputError as exc:
             errors.append(exc)
-    plans = iter(_plan_checked(hour_probs, checked, config))
+    plans = iter(_plan_checked(hour_probs, checked, config, channel_model))
     return [next(plans) if error is None else error for error in errors]
 
 
@@ -333,11 +358,14 @@ def _check(
 
 
 def _plan_checked(
-    hour_probs: npt.NDArray[np.floating], checked: Sequence[_Checked], config: PolicyConfig
+    hour_probs: npt.NDArray[np.floating],
+    checked: Sequence[_Checked],
+    config: PolicyConfig,
+    channel_model: ChannelModel | None = None,
 ) -> list[SendPlan]:
     """Plans for validated queries, grouped by (zone, sendable window, quiet hours)."""
     if len(checked) == 1:  # a single query (Score) is its own group
-        return _plan_group(hour_probs, list(checked), config)
+        return _plan_group(hour_probs, list(checked), config, channel_model)
     groups: dict[tuple[str, int, int, tuple[int, int] | None], list[int]] = {}
     for i, item in enumerate(checked):
         key = (item.table.zone.key, item.start_us, item.end_us, item.query.quiet_hours)
@@ -345,13 +373,16 @@ def _plan_checked(
     plans: list[SendPlan | None] = [None] * len(checked)
     for members in groups.values():
         group = [checked[i] for i in members]
-        for i, plan in zip(members, _plan_group(hour_probs, group, config), strict=True):
+        for i, plan in zip(members, _plan_group(hour_probs, group, config, channel_model), strict=True):
             plans[i] = plan
     return cast(list[SendPlan], plans)
 
 
 def _plan_group(
-    hour_probs: npt.NDArray[np.floating], group: list[_Checked], config: PolicyConfig
+    hour_probs: npt.NDArray[np.floating],
+    group: list[_Checked],
+    config: PolicyConfig,
+    channel_model: ChannelModel | None = None,
 ) -> list[SendPlan]:
     """Plans for queries with the same zone, sendable window and quiet hours."""
     first = group[0]
@@ -365,7 +396,7 @@ def _plan_group(
         slots = hour_of_week(hour_of_epoch + EPOCH_HOUR)
         if quiet is not None:
             allowed = _allowed_hours(quiet)[hour_of_epoch % 24]
-            candidates, slots = candidates[allowed], slots[allowed]
+            candidates, slots, hour_of_epoch = candidates[allowed], slots[allowed], hour_of_epoch[allowed]
         if len(slots):
             rows = np.array([item.row for item in group])
             probs = hour_probs[rows[:, np.newaxis], slots]
@@ -373,6 +404,11 @@ def _plan_group(
             order = (-probs).argsort(axis=1, kind="stable")[:, : config.top_k].tolist()
             ranked = [[(j, row[j]) for j in top] for top, row in zip(order, probs.tolist(), strict=True)]
     starts: list[int] = candidates.tolist()
+    channels = (
+        _channels(channel_model, group, probs, hour_of_epoch % 24, starts, table)
+        if channel_model is not None and len(starts)
+        else [((), False)] * len(group)
+    )
     # Datetimes and local times of the chosen candidates, made once for the whole group.
     times = {j: _to_datetime(starts[j]) for top in ranked for j, _ in top}
     local: dict[int, str] = {}
@@ -387,7 +423,16 @@ def _plan_group(
             code, reason = suppress
             plans.append(
                 SendPlan(
-                    None, None, table.zone.key, item.defaulted, top_slots, Decision.SUPPRESS, reason, (code,)
+                    None,
+                    None,
+                    table.zone.key,
+                    item.defaulted,
+                    top_slots,
+                    Decision.SUPPRESS,
+                    reason,
+                    (code,),
+                    None,
+                    *channels[i],
                 )
             )
             continue
@@ -410,7 +455,16 @@ def _plan_group(
         codes = (code, "reminder_planned") if reminder is not None else (code,)
         plans.append(
             SendPlan(
-                best.start, when, table.zone.key, item.defaulted, top_slots, decision, reason, codes, reminder
+                best.start,
+                when,
+                table.zone.key,
+                item.defaulted,
+                top_slots,
+                decision,
+                reason,
+                codes,
+                reminder,
+                *channels[i],
             )
         )
     return plans
@@ -427,3 +481,40 @@ def _reminder(planned: ReminderPlan, table: ZoneTable) -> Reminder:
         planned.decide_defaulted,
         planned.reason,
     )
+
+
+_CHANNEL_NAMES = tuple(name.upper() for name in CHANNELS)
+
+
+def _channels(
+    model: ChannelModel,
+    group: list[_Checked],
+    probs: npt.NDArray[np.floating],
+    local_hours: npt.NDArray[np.int64],
+    starts: list[int],
+    table: ZoneTable,
+) -> list[tuple[tuple[ChannelChoice, ...], bool]]:
+    """Each query's channels ranked by the probability of engagement at the channel's best
+    allowed slot (one model call for the group), and whether that ranking is the population's."""
+    rates = np.array([item.query.channel_rates for item in group], dtype=np.float64)
+    sends = np.array([item.query.channel_sends for item in group], dtype=np.float64)
+    hours = np.broadcast_to(local_hours, probs.shape)
+    best, engaged = ChannelModel.best_slots(model.probabilities(rates, sends, probs, hours))
+    cold = ChannelModel.cold_start(sends).tolist()
+    order = (-engaged).argsort(axis=1, kind="stable").tolist()
+    best_list, engaged_list = best.tolist(), engaged.tolist()
+    out = []
+    for i, item in enumerate(group):
+        wanted = item.query.channel
+        choices = []
+        for c in order[i]:
+            if wanted is not None and _CHANNEL_NAMES[c] != wanted:
+                continue
+            start = _to_datetime(starts[best_list[i][c]])
+            choices.append(
+                ChannelChoice(
+                    _CHANNEL_NAMES[c], engaged_list[i][c], start, start.astimezone(table.zone).isoformat()
+                )
+            )
+        out.append((tuple(choices), cold[i]))
+    return out

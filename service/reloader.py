@@ -20,7 +20,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from nudge.contract.manifest import ManifestError, latest_version_dir
-from service.models import PROPENSITY, SEND_TIME, ModelSet, check_served, load_model, validate_pair
+from service.models import (
+    PROPENSITY,
+    SEND_TIME,
+    ModelSet,
+    check_served,
+    load_channel_model,
+    load_model,
+    validate_pair,
+)
 from service.scorer import CONTEXT_REFS, Scorer
 
 if TYPE_CHECKING:
@@ -61,7 +69,11 @@ class ModelReloader:
                 continue
             try:
                 model = load_model(newest)
-                pair = replace(candidate, **{name: model})
+                pair = (
+                    replace(candidate, propensity=model)
+                    if name == PROPENSITY
+                    else replace(candidate, send_time=model)
+                )
                 validate_pair(pair)
                 check_served(self.store, pair, CONTEXT_REFS)
             except ManifestError as exc:
@@ -72,6 +84,10 @@ class ModelReloader:
             candidate = pair
         if candidate is current:
             return False
+        try:  # trained with the new models: read again, kept as it was when it does not load
+            candidate = replace(candidate, channel=load_channel_model(self.scorer.settings.models))
+        except ManifestError as exc:
+            log.error("channel model not reloaded: %s", exc)
         self._swap(candidate)
         for name, version in candidate.versions.items():
             if version != current.versions[name]:

@@ -11,6 +11,7 @@ status UNAVAILABLE, or ``StoreUnavailable`` is raised if the settings ask to fai
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from nudge.contract.channel_model import CHANNELS
 from nudge.contract.features import STATS_VIEW
 from service.config import Settings, id_problem
 from service.models import ModelSet
@@ -34,13 +36,21 @@ INTEREST_REFS = (
     "customer_stats:open_interest_is_cart",
     "customer_stats:decide_time_hours",
 )
+# Each channel's response rate and sends (CHANNELS order), for the channel model.
+CHANNEL_RATE_REFS = (
+    "customer_stats:email_open_rate_90d",
+    "customer_stats:sms_click_rate_90d",
+    "customer_stats:push_open_rate_90d",
+)
+CHANNEL_SEND_REFS = tuple(f"customer_stats:{name}_sends_90d" for name in CHANNELS)
 # Read beside the models' inputs: the policy needs them whatever the models are.
-CONTEXT_REFS = (TIME_ZONE_REF, DORMANCY_REF, *INTEREST_REFS)
+CONTEXT_REFS = (TIME_ZONE_REF, DORMANCY_REF, *INTEREST_REFS, *CHANNEL_RATE_REFS, *CHANNEL_SEND_REFS)
 # A request without window_end may be messaged within a day of window_start (see the proto).
 DEFAULT_WINDOW = timedelta(hours=24)
 
 
 _T = TypeVar("_T")
+Reasons = Sequence[tuple[str, float]]
 
 
 class ScoreProbe(Protocol):
@@ -93,6 +103,8 @@ class ScoreResult:
     feature_status: FeatureStatus
     feature_age_seconds: float
     channel: str
+    # The features that moved the propensity most: (code, log-odds contribution), largest first.
+    propensity_reasons: Reasons = ()
 
 
 @dataclass(frozen=True)
@@ -158,9 +170,16 @@ class Scorer:
         self._fetch_stage, self._infer_stage = fetch, infer
 
     @staticmethod
-    def _infer(models: ModelSet, rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        propensity = models.propensity.predict(models.propensity.rows(rows))[:, 1]
-        return propensity, models.send_time.predict(models.send_time.rows(rows))
+    def _infer(models: ModelSet, rows: list[Any]) -> tuple[np.ndarray, np.ndarray, Sequence[Reasons]]:
+        """Both models on the batch, and the propensity's reasons from the same input rows."""
+        x = models.propensity.rows(rows)
+        propensity = models.propensity.predict(x)[:, 1]
+        reasons = (
+            models.propensity.reasons.explain(x)
+            if models.propensity.reasons is not None
+            else [[]] * len(rows)
+        )
+        return propensity, models.send_time.predict(models.send_time.rows(rows)), reasons
 
     def score(
         self, queries: Sequence[ScoreQuery], clock: datetime | None = None
@@ -174,25 +193,26 @@ class Scorer:
         features = self._fetch_stage(valid)
         models = self.models  # read once: a hot swap never mixes versions within a call
         rows = [f.values if f is not None else {} for f in features]
-        propensity, send_time = self._infer_stage(models, rows)
+        propensity, send_time, reasons = self._infer_stage(models, rows)
         propensities = propensity.tolist()
         # One policy call for the whole batch: customers sharing a zone and window share work.
         plans = plan_send_batch(
             send_time,
             [self._plan_query(r, f, p) for r, f, p in zip(valid, features, propensities, strict=True)],
             self.policy,
+            models.channel,
         )
-        answers = iter(zip(valid, features, propensities, plans, strict=True))
+        answers = iter(zip(valid, features, propensities, plans, reasons, strict=True))
         results: list[ScoreResult | InvalidQuery] = []
         for item in resolved:
             if isinstance(item, InvalidQuery):
                 results.append(item)
                 continue
-            query, found, p, plan = next(answers)
+            query, found, p, plan, why = next(answers)
             if isinstance(plan, PolicyInputError):
                 results.append(InvalidQuery(str(plan)))
             else:
-                results.append(self._answer(query, found, p, plan, models))
+                results.append(self._answer(query, found, p, plan, models, why))
         return results
 
     def _read(self, queries: list[_Resolved]) -> list[CustomerFeatures | None]:
@@ -246,6 +266,9 @@ class Scorer:
             days_since_last_engagement=float(dormant) if isinstance(dormant, float | int) else None,
             quiet_hours=r.quiet_hours,
             interest=self._interest(r, features),
+            channel_rates=_numbers(values, CHANNEL_RATE_REFS, math.nan),
+            channel_sends=_numbers(values, CHANNEL_SEND_REFS, 0.0),
+            channel=None if r.query.channel == "UNSPECIFIED" else r.query.channel,
         )
 
     @staticmethod
@@ -267,6 +290,7 @@ class Scorer:
         propensity: float,
         plan: SendPlan,
         models: ModelSet,
+        reasons: Reasons,
     ) -> ScoreResult:
         status, age = self._status(features, r.now)
         return ScoreResult(
@@ -278,6 +302,7 @@ class Scorer:
             feature_status=status,
             feature_age_seconds=age,
             channel=r.query.channel,
+            propensity_reasons=reasons,
         )
 
     def _status(self, features: CustomerFeatures | None, now: datetime) -> tuple[FeatureStatus, float]:
@@ -290,3 +315,9 @@ class Scorer:
         age = max((now - newest).total_seconds(), 0.0)
         stale = age > self._stale_after_s
         return (FeatureStatus.STALE if stale else FeatureStatus.FRESH), age
+
+
+def _numbers(values: dict[str, object], refs: Sequence[str], missing: float) -> tuple[float, float, float]:
+    """Three features as floats (the channels'), ``missing`` for a null."""
+    a, b, c = (float(v) if isinstance(v, float | int) else missing for v in (values.get(ref) for ref in refs))
+    return a, b, c

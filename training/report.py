@@ -81,8 +81,9 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, Any, Any, Any]]:
         ("propensity ECE", p["ece"], p.get("baseline_ece"), p.get("oracle_ece")),
         ("propensity Brier", p["brier"], p.get("baseline_brier"), p.get("oracle_brier")),
     ]
+    channel = _channel_rows(report.get("channel"))
     if not_applicable(s):
-        return [*propensity, ("send time (all metrics)", "n/a", "n/a", "n/a")]
+        return [*propensity, ("send time (all metrics)", "n/a", "n/a", "n/a"), *channel]
     return [
         *propensity,
         ("send-time hit@1", s["hit_at_1"], None, s.get("oracle_hit_at_1")),
@@ -90,7 +91,45 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, Any, Any, Any]]:
         ("send-time hit@6", s["hit_at_6"], None, s.get("oracle_hit_at_6")),
         ("send-time hour-of-day hit@3", s["hod_hit_at_3"], None, s.get("oracle_hod_hit_at_3")),
         ("send-time log loss", s["log_loss"], None, s.get("oracle_log_loss")),
+        *channel,
     ]
+
+
+def _channel_rows(c: Mapping[str, Any] | None) -> list[tuple[str, Any, Any, Any]]:
+    """The best-channel rows of the summary (none for a report from before issue 12)."""
+    if c is None:
+        return []
+    if not_applicable(c):
+        return [("best channel (all metrics)", "n/a", "n/a", "n/a")]
+    hits = [
+        c[f"baseline_{b}_hit_at_1"] for b in CHANNEL_BASELINES if c.get(f"baseline_{b}_hit_at_1") is not None
+    ]
+    losses = [
+        c[f"baseline_{b}_log_loss"] for b in CHANNEL_BASELINES if c.get(f"baseline_{b}_log_loss") is not None
+    ]
+    return [
+        ("channel hit@1", c["hit_at_1"], max(hits, default=None), None if c["hit_at_1"] is None else 1.0),
+        ("channel log loss (sends)", c["log_loss"], min(losses, default=None), c.get("oracle_log_loss")),
+    ]
+
+
+CHANNEL_BASELINES = {  # report key infix: what the baseline is
+    "global": "the globally best channel (population rates)",
+    "customer": "the customer's most-engaged channel (own 90-day rates)",
+}
+
+
+def channel_summary(c: Mapping[str, Any]) -> str:
+    """One line of the ``channel`` block."""
+    if not_applicable(c):
+        return f"best channel n/a: {c['reason']}; no channel model written"
+    return (
+        f"best channel: {c['link']} model on {c['n_train']} train / {c['n_test']} test sends; hit@1 "
+        f"{_fmt(c['hit_at_1'])} vs baselines global {_fmt(c['baseline_global_hit_at_1'])}, customer's "
+        f"{_fmt(c['baseline_customer_hit_at_1'])}; log loss {_fmt(c['log_loss'])} vs global "
+        f"{_fmt(c['baseline_global_log_loss'])}, customer's {_fmt(c['baseline_customer_log_loss'])}, "
+        f"oracle {_fmt(c.get('oracle_log_loss'))}"
+    )
 
 
 def _best_baseline(send_time: Mapping[str, Any]) -> float:
@@ -123,6 +162,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
             lines.append(f"send-time candidates, validation hit@3: {candidate_summary(s['candidates'])}")
     if "served" in report:
         lines.append(f"at random test instants, exact vs as served: {served_summary(report['served'])}")
+    if "channel" in report:
+        lines.append(channel_summary(report["channel"]))
     return "\n".join(lines)
 
 
@@ -196,6 +237,7 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 <table><tr><th>metric</th><th>model</th><th>best baseline</th><th>oracle</th></tr>{rows}</table>
 {_served_html(report)}
 {structures}
+{_channel_html(report.get("channel"))}
 <h2>Split</h2><table>{split}</table>
 <h2>Plots</h2>{figures}
 </body></html>
@@ -227,6 +269,71 @@ def _served_html(report: Mapping[str, Any]) -> str:
         "<h2>At random test instants: features exact vs as served from the newest snapshot</h2>"
         "<table><tr><th>metric</th><th>exact</th><th>served</th><th>rows</th></tr>"
         f"{cells}</table><p>{html.escape(report['served']['what'])}</p>"
+    )
+
+
+def _channel_html(c: Mapping[str, Any] | None) -> str:
+    """The best-channel block: hit@1 and log loss against both baselines and the oracle, the
+    link comparison and each channel's hour-of-day effects."""
+    if c is None:
+        return ""
+    if not_applicable(c):
+        return (
+            f"<h2>Best channel: n/a</h2><p>{html.escape(str(c['reason']))}; no channel model was written.</p>"
+        )
+    methods = [
+        ("model", ""),
+        *((f"baseline: {text}", f"baseline_{key}_") for key, text in CHANNEL_BASELINES.items()),
+    ]
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(c.get(prefix + 'hit_at_1'))}</td>"
+        f"<td>{_fmt(c.get(prefix + 'log_loss'))}</td>"
+        f"<td>{_fmt(c.get('true_engagement_of_choice', {}).get(prefix.removeprefix('baseline_').rstrip('_') or 'model'))}</td></tr>"
+        for name, prefix in methods
+    )
+    oracle_engaged = c.get("true_engagement_of_choice", {}).get("oracle")
+    rows += (
+        f"<tr><td>oracle (simulator truth)</td><td>{'1' if c.get('hit_at_1') is not None else '—'}</td>"
+        f"<td>{_fmt(c.get('oracle_log_loss'))}</td><td>{_fmt(oracle_engaged)}</td></tr>"
+    )
+    links = ", ".join(
+        f"{row['link']}{' + cross-channel' if row.get('cross_channel') else ''} {_fmt(row['validation_log_loss'])}"
+        for row in c.get("links", [])
+    )
+    hours = "".join(
+        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{v:+.2f}</td>" for v in values) + "</tr>"
+        for name, values in c.get("hour_effect", {}).items()
+    )
+    hour_header = "".join(f"<th>{h:02d}</th>" for h in range(24))
+    shares = "".join(
+        f"<tr><td>{html.escape(method)}</td>"
+        + "".join(f"<td>{_fmt(v)}</td>" for v in share.values())
+        + "</tr>"
+        for method, share in c.get("channel_share", {}).items()
+    )
+    share_header = "".join(
+        f"<th>{html.escape(name)}</th>" for name in next(iter(c.get("channel_share", {}).values()), {})
+    )
+    return f"""<h2>Best channel (test period)</h2>
+<table><tr><th>method</th><th>hit@1 vs oracle</th><th>log loss (held-out sends)</th>
+<th>true P(engaged) of the chosen channel</th></tr>{rows}</table>
+<p>hit@1: {_fmt(c.get("n_instants"))} random test instants, best channel at its best slot of {html.escape(str(c.get("candidates")))}
+(cold start: {_fmt(c.get("cold_start_share"))} of instants, hit@1 {_fmt(c.get("cold_start_hit_at_1"))}).
+True P(engaged): the simulator's probability for the chosen channel at its truly best candidate slot, averaged
+(the oracle's own choice: its ceiling). Log loss: {c["n_test"]} held-out sends at their actual slots. Model: {html.escape(str(c["model"]))}.
+Link chosen on the validation period by log loss: {html.escape(links)}.</p>
+{_among_sent_html(c.get("among_sent_channels"))}
+<table><tr><th>chooses</th>{share_header}</tr>{shares}</table>
+<table><tr><th>hour effect</th>{hour_header}</tr>{hours}</table>"""
+
+
+def _among_sent_html(block: Mapping[str, Any] | None) -> str:
+    if not block or not block.get("n_instants"):
+        return ""
+    return (
+        f"<p>Only the channels each customer was sent on in the last 90 days ({block['n_instants']} instants "
+        f"with two or more): hit@1 model {_fmt(block['hit_at_1'])}, global {_fmt(block['baseline_global_hit_at_1'])}, "
+        f"customer's {_fmt(block['baseline_customer_hit_at_1'])}.</p>"
     )
 
 

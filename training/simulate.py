@@ -8,9 +8,12 @@ Writes three parquet files to --out:
   truth.parquet      what generated the events: each customer's archetype, true
                      hour-of-week preference (168 probabilities), channel preference and
                      purchase-process parameters, so models can be scored against an oracle
+                     (with the channel hour profiles below, ``true_engagement_probability``
+                     gives the exact P(message engaged | customer, channel, local slot))
 
 Customers live in a dozen time zones (DST in both hemispheres, half- and quarter-hour
-offsets), shop and open messages at their own preferred local hours of the week, buy on
+offsets), shop and open messages at their own preferred local hours of the week (each channel
+also has its own hours of day: email in the morning and working day, push in the evening), buy on
 regular replenishment cycles with bursts after engaging with marketing, sometimes go
 dormant for good, and some sign up during the period. Same seed, same files.
 """
@@ -80,6 +83,12 @@ OPT_IN_PROB = (1.0, 0.5, 0.6)
 RESPONSE_BASE = (0.2, 0.08, 0.12)  # open (email, push) or click (sms) coefficient
 PREFERRED_CHANNEL_BOOST = 3.0
 CHANNEL_PREF_SHARE = (0.5, 0.2, 0.3)
+# Each channel's response by local hour of day, on top of the customer's own hours: email is
+# read in the morning and over the working day, push answered in the evening, sms about the
+# same all day. A smooth daily wave exp(amplitude · cos(2π (hour − peak) / 24)), normalised to
+# mean 1 over the 24 hours (see ``channel_hour_multipliers``).
+CHANNEL_HOUR_PEAK = (10.0, 14.0, 20.0)  # email, sms, push: local hour of the peak
+CHANNEL_HOUR_AMPLITUDE = (0.5, 0.15, 0.6)  # peak / trough = exp(2 · amplitude)
 # A customer's routine around their archetype's (hours unless stated). Routines are smooth:
 # a band of the day, shifted and widened per person, later at weekends, weighted by day, with
 # idiosyncrasies that span neighbouring hours (never isolated one-hour spikes).
@@ -375,10 +384,45 @@ def _draw_customers(n: int, rng: np.random.Generator, routine: np.random.Generat
     )
 
 
-def _response_probability(response: FloatArray, hour_prob: FloatArray) -> FloatArray:
+def channel_hour_multipliers() -> FloatArray:
+    """(3, 24): how much likelier a message of each channel (email, sms, push) is answered at
+    each local hour of day than on average; each row has mean 1 over the 24 hours."""
+    hours = np.arange(24.0)
+    peak = np.array(CHANNEL_HOUR_PEAK)[:, None]
+    wave = np.exp(np.array(CHANNEL_HOUR_AMPLITUDE)[:, None] * np.cos(2.0 * np.pi * (hours - peak) / 24.0))
+    return np.asarray(wave / wave.mean(axis=1, keepdims=True))
+
+
+def _response_probability(
+    response: FloatArray, hour_prob: FloatArray, hour_multiplier: FloatArray
+) -> FloatArray:
     """Chance a message is opened (sms: clicked): near-proportional to the customer's preference
-    for the send's local hour, saturating at their favourite hours."""
-    return 1.0 - np.exp(-response * HOURS_PER_WEEK * hour_prob)
+    for the send's local hour times the channel's multiplier for that hour of day, saturating
+    at their favourite hours."""
+    return 1.0 - np.exp(-response * HOURS_PER_WEEK * hour_prob * hour_multiplier)
+
+
+def true_engagement_probability(
+    truth: pd.DataFrame, customer_ids: npt.ArrayLike, slots: npt.ArrayLike
+) -> FloatArray:
+    """P(a message is engaged with | customer, channel, local hour-of-week slot) under the simulator.
+
+    ``slots`` (n, k) are local hour-of-week slots (Monday 00h = 0) for the customers
+    ``customer_ids`` (n,); the answer is (n, 3 channels in ``CHANNELS`` order, k). Engaged means
+    opened (email, push; an email click always follows an open) or clicked (sms): exactly the
+    chance the simulator draws each send's response with, whatever the customer's opt-ins.
+    """
+    ids = pd.Index(truth["customer_id"])
+    position = _positions(ids, pd.Series(np.asarray(customer_ids, dtype=object)), "customer_ids")
+    slot = np.asarray(slots, dtype=np.int64)
+    if slot.ndim != 2 or slot.shape[0] != position.size:
+        raise ValueError(f"slots must be (n customers, k), got {slot.shape} for {position.size} customers")
+    hour_probs = true_hour_probs(truth)[position[:, None], slot]  # (n, k)
+    response = np.column_stack([truth[f"response_{name}"].to_numpy(np.float64) for name in CHANNELS])
+    multiplier = channel_hour_multipliers()[:, slot % 24]  # (3, n, k)
+    return _response_probability(
+        response[position][:, :, None], hour_probs[:, None, :], multiplier.transpose(1, 0, 2)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,12 +493,15 @@ def _simulate_marketing(
     span = end_h - from_h
     excited: list[_Points] = []
     masses: list[FloatArray] = []
+    multipliers = channel_hour_multipliers()
     for channel, name in enumerate(CHANNELS):
         c = np.repeat(np.arange(n), rng.poisson(customers.send_rate[:, channel] / HOURS_PER_WEEK * span))
         sends = _Points(c, from_h[c] + rng.random(c.size) * span[c])
         parts.add(f"{name}_send", sends)
         slot = hour_of_week(clock.local_hours(c, sends.hours))
-        chance = _response_probability(customers.response[c, channel], customers.hour_probs[c, slot])
+        chance = _response_probability(
+            customers.response[c, channel], customers.hour_probs[c, slot], multipliers[channel, slot % 24]
+        )
         response = _later(sends.select(rng.random(c.size) < chance), rng, 10.0)
         responses = {("sms_click" if name == "sms" else f"{name}_open"): response}
         if name == "email":
@@ -1038,9 +1085,10 @@ def _future_burst_hazard(customers: _Customers, c: IntArray, span_h: FloatArray)
 def _mean_response(customers: _Customers, who: IntArray) -> FloatArray:
     """Each channel's response chance for a send at a uniformly random hour of the week."""
     probs = customers.hour_probs[who]
+    by_slot = channel_hour_multipliers()[:, np.arange(HOURS_PER_WEEK) % 24]
     return np.column_stack(
         [
-            _response_probability(customers.response[who, k, None], probs).mean(axis=1)
+            _response_probability(customers.response[who, k, None], probs, by_slot[k]).mean(axis=1)
             for k in range(len(CHANNELS))
         ]
     )

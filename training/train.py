@@ -13,6 +13,10 @@ Feast's point-in-time get_historical_features, as of each training row's time.
               histograms and recency) and ships the one with the best validation hit@3
               within 0.2 ms per call (--compare-send-time adds generic classifiers:
               multinomial logistic regression over all inputs and an MLP)
+  channel     P(a message is engaged with | customer, channel, slot), one row per send, on
+              features exact at the send and the exported send-time model's slot
+              probabilities (training/channel.py); written as MODELS/channel_model.json for
+              the numpy predictor nudge/contract/channel_model.py (n/a without sends)
 
 The split is by time: train | gap of one horizon | test; the send-time structure is chosen on
 the last part of train (the validation period, by models fitted on engagements one horizon
@@ -67,6 +71,7 @@ if TYPE_CHECKING:
     from sklearn.calibration import CalibratedClassifierCV
 
     from nudge.contract.manifest import FeatureInput
+    from training.channel import Trained
     from training.datasets import TrainingFrame
     from training.export import Exported
     from training.report import Plots
@@ -197,8 +202,10 @@ def train(
     """
     limits = limits or Limits()
     with single_threaded():
+        from training.channel import write_channel_model
         from training.export import write_model
         from training.labels import send_time_rows
+        from training.reasons import write_reason_tables
         from training.report import write_report
 
         run = prepare(repo, events_path, customers_path, horizon_days, truth_path, seed, limits)
@@ -212,6 +219,7 @@ def train(
             send_time = None
             run.clock.done("send time n/a, no send-time model exported", unavailable["reason"])
         served = _evaluate_served(run, propensity, send_time)
+        channel = _train_channel(run, send_time)
 
         created = datetime.now(UTC)
         report: dict[str, Any] = {
@@ -219,6 +227,7 @@ def train(
             "send_time": send_time.metrics if send_time else unavailable,
             "split": split.describe(),
             "served": served,
+            "channel": channel.metrics,
         }
         label = {
             "propensity": {
@@ -254,7 +263,11 @@ def train(
                 },
                 metrics=report[name],
             )
+            if stage.reasons is not None:
+                write_reason_tables(version_dirs[name], stage.reasons, stage.exported.onnx_bytes)
         report["models"] = {name: path.name for name, path in version_dirs.items()}
+        if channel.model is not None:
+            report["channel"]["file"] = write_channel_model(models_dir, channel.model, report["models"])
         clock.done("export", ", ".join(f"{n}/{p.name}" for n, p in version_dirs.items()))
         report["timing"] = {
             "stages_seconds": clock.stages,
@@ -355,6 +368,7 @@ class _Stage:
     metrics: dict[str, Any]
     training: dict[str, Any]
     plot_data: dict[str, Any]
+    reasons: dict[str, Any] | None = None  # the propensity's reason tables (training/reasons.py)
 
 
 @dataclass(frozen=True)
@@ -426,12 +440,15 @@ def _train_propensity(run: Run) -> _Stage:
         positive_probability,
         trees_of,
     )
+    from training.reasons import fit_reason_tables
 
     data = propensity_set(run)
     frame, x, y, train, test = data.frame, data.frame.x, data.y, data.train, ~data.train
     model = data.fit(x, run.seed)
     baseline, baseline_columns = fit_recency_frequency_baseline(x[train], y[train], frame.features)
     run.clock.done("propensity fit", f"{trees_of(model).n_iter_} boosting rounds")
+    reasons = fit_reason_tables(model, x[train], frame.features, run.seed)
+    run.clock.done("propensity reason tables", f"exact TreeSHAP on {reasons['sample_rows']:,} train rows")
 
     y_test, x_test = y[test], x[test]
     exported = export_checked(model, x_test, "propensity")
@@ -474,6 +491,7 @@ def _train_propensity(run: Run) -> _Stage:
         metrics,
         {"rows": {"train": int(train.sum()), "test": int(test.sum())}, "estimator": metrics["model"]},
         {"y_test": y_test, "scores": scores},
+        reasons,
     )
 
 
@@ -636,6 +654,19 @@ def _evaluate_served(run: Run, propensity: _Stage, send_time: _Stage | None) -> 
     )
     run.clock.done("served evaluation", served_summary(served))
     return served
+
+
+def _train_channel(run: Run, send_time: _Stage | None) -> Trained:
+    """The best-channel model (training/channel.py), on the exported send-time model's slots."""
+    from training.channel import Limits as ChannelLimits
+    from training.channel import train_channel
+    from training.served import ServedModel
+
+    served = None
+    if send_time is not None:
+        served = ServedModel(SEND_TIME_SERVICE, send_time.exported.onnx_bytes, send_time.features)
+    scale = run.limits.send_time_train / Limits().send_time_train
+    return train_channel(run, served, ChannelLimits().scaled(scale))
 
 
 def _plots(propensity: _Stage, send_time: _Stage | None) -> Plots:

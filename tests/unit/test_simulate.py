@@ -246,6 +246,68 @@ def test_opens_are_likelier_for_sends_at_preferred_hours(data: sim.SimulatedData
     assert was_opened[good].mean() > 4 * was_opened[poor].mean()
 
 
+def sends_and_outcomes(data: sim.SimulatedData, channel: str) -> tuple[pd.DataFrame, npt.NDArray[np.bool_]]:
+    """The channel's sends and whether each was engaged with: a response belongs to the
+    customer's latest send of that channel before it."""
+    events = data.events
+    response = {"email": "email_open", "sms": "sms_click", "push": "push_open"}[channel]
+    sends = events[events["event_type"] == f"{channel}_send"]
+    answers = events[events["event_type"] == response]
+    matched = pd.merge_asof(
+        answers.sort_values("event_timestamp"),
+        sends.assign(send_time=sends["event_timestamp"]).sort_values("event_timestamp"),
+        on="event_timestamp",
+        by="customer_id",
+        direction="backward",
+    )
+    answered = set(zip(matched["customer_id"], matched["send_time"], strict=True))
+    engaged = np.array(
+        [key in answered for key in zip(sends["customer_id"], sends["event_timestamp"], strict=True)]
+    )
+    return sends, engaged
+
+
+def test_channels_have_their_own_hours_of_day(data: sim.SimulatedData) -> None:
+    """Push is answered in the evening, email in the morning, sms about evenly: measured as
+    each channel's engagement rate against email's at the same local hours (the customers'
+    own hours cancel out), and planted as documented."""
+    multipliers = sim.channel_hour_multipliers()
+    assert multipliers.shape == (3, 24)
+    np.testing.assert_allclose(multipliers.mean(axis=1), 1.0)
+    email, sms, push = (multipliers[sim.CHANNELS.index(name)] for name in ("email", "sms", "push"))
+    assert 7 <= int(email.argmax()) <= 12 and 18 <= int(push.argmax()) <= 22
+    assert sms.max() / sms.min() < 1.5 < min(email.max() / email.min(), push.max() / push.min())
+
+    def rate_by_hours(channel: str, hours: range) -> float:
+        sends, engaged = sends_and_outcomes(data, channel)
+        _, slot = local_slots(sends, data.truth)
+        return float(engaged[np.isin(slot % 24, hours)].mean())
+
+    evening, morning = range(18, 23), range(7, 12)
+    push_vs_email = {
+        name: rate_by_hours("push", hours) / rate_by_hours("email", hours)
+        for name, hours in (("evening", evening), ("morning", morning))
+    }
+    assert push_vs_email["evening"] > 2.5 * push_vs_email["morning"], push_vs_email
+
+
+def test_engagement_oracle_is_exact_per_channel_and_hour(data: sim.SimulatedData) -> None:
+    """true_engagement_probability at each send's slot matches the simulated responses, per
+    channel and per block of local hours (4 standard errors: sends are independent draws)."""
+    for channel in sim.CHANNELS:
+        sends, engaged = sends_and_outcomes(data, channel)
+        _, slot = local_slots(sends, data.truth)
+        p = sim.true_engagement_probability(data.truth, sends["customer_id"], slot[:, None])
+        assert p.shape == (len(sends), 3, 1)
+        p = p[:, sim.CHANNELS.index(channel), 0]
+        for block in range(4):
+            part = (slot % 24) // 6 == block
+            sd = np.sqrt(np.sum(p[part] * (1 - p[part]))) / part.sum()
+            assert abs(p[part].mean() - engaged[part].mean()) < 4 * sd, (channel, block)
+    with pytest.raises(ValueError, match="absent from truth"):
+        sim.true_engagement_probability(data.truth, ["nobody"], [[0]])
+
+
 # --- purchase process -----------------------------------------------------------------------------
 
 
