@@ -404,14 +404,14 @@ def _plan_group(
             order = (-probs).argsort(axis=1, kind="stable")[:, : config.top_k].tolist()
             ranked = [[(j, row[j]) for j in top] for top, row in zip(order, probs.tolist(), strict=True)]
     starts: list[int] = candidates.tolist()
+    local: dict[int, str] = {}  # local time of a candidate, made once for the group
     channels = (
-        _channels(channel_model, group, probs, hour_of_epoch % 24, starts, table)
+        _channels(channel_model, group, probs, hour_of_epoch % 24, starts, table, local)
         if channel_model is not None and len(starts)
         else [((), False)] * len(group)
     )
     # Datetimes and local times of the chosen candidates, made once for the whole group.
     times = {j: _to_datetime(starts[j]) for top in ranked for j, _ in top}
-    local: dict[int, str] = {}
     plans = []
     for i, (item, top) in enumerate(zip(group, ranked, strict=True)):
         top_slots = tuple(ScoredSlot(times[j], p) for j, p in top)
@@ -493,28 +493,27 @@ def _channels(
     local_hours: npt.NDArray[np.int64],
     starts: list[int],
     table: ZoneTable,
+    local: dict[int, str],
 ) -> list[tuple[tuple[ChannelChoice, ...], bool]]:
     """Each query's channels ranked by the probability of engagement at the channel's best
-    allowed slot (one model call for the group), and whether that ranking is the population's."""
-    rates = np.array([item.query.channel_rates for item in group], dtype=np.float64)
-    sends = np.array([item.query.channel_sends for item in group], dtype=np.float64)
+    allowed slot (one model call for the group), and whether that ranking is the population's.
+    ``local`` caches the local time of a candidate, shared with the plan's best slot."""
+    rates = [item.query.channel_rates for item in group]
+    sends = [item.query.channel_sends for item in group]
     hours = np.broadcast_to(local_hours, probs.shape)
-    best, engaged = ChannelModel.best_slots(model.probabilities(rates, sends, probs, hours))
-    cold = ChannelModel.cold_start(sends).tolist()
-    order = (-engaged).argsort(axis=1, kind="stable").tolist()
+    best, engaged = model.best(rates, sends, probs, hours)
     best_list, engaged_list = best.tolist(), engaged.tolist()
     out = []
     for i, item in enumerate(group):
         wanted = item.query.channel
+        p = engaged_list[i]
         choices = []
-        for c in order[i]:
+        for c in sorted(range(len(p)), key=p.__getitem__, reverse=True):  # stable: ties in channel order
             if wanted is not None and _CHANNEL_NAMES[c] != wanted:
                 continue
-            start = _to_datetime(starts[best_list[i][c]])
-            choices.append(
-                ChannelChoice(
-                    _CHANNEL_NAMES[c], engaged_list[i][c], start, start.astimezone(table.zone).isoformat()
-                )
-            )
-        out.append((tuple(choices), cold[i]))
+            j = best_list[i][c]
+            if j not in local:
+                local[j] = _to_datetime(starts[j]).astimezone(table.zone).isoformat()
+            choices.append(ChannelChoice(_CHANNEL_NAMES[c], p[c], _to_datetime(starts[j]), local[j]))
+        out.append((tuple(choices), not any(n > 0 for n in sends[i])))
     return out

@@ -178,6 +178,32 @@ class ChannelModel:
         eta += 1.0
         return np.reciprocal(eta, out=eta)
 
+    def best(
+        self,
+        rates: npt.ArrayLike,
+        sends: npt.ArrayLike,
+        slot_probability: npt.NDArray[np.floating],
+        local_hour: npt.NDArray[np.integer],
+    ) -> tuple[npt.NDArray[np.int64], FloatArray]:
+        """``best_slots(probabilities(...))`` for the serving path: per customer and channel the
+        best candidate and its probability, (n, 3) each. The link is monotone, so the best slot
+        is the one with the largest linear predictor and the link runs on those 3n values only,
+        in a handful of numpy calls (a single-customer Score pays ~1 µs per call). Inputs as
+        :meth:`probabilities`, already validated by the caller: local hours 0..23, (n, k)."""
+        slot_p = np.fmax(slot_probability, SLOT_PROBABILITY_FLOOR)
+        slot_p[np.isnan(slot_probability)] = 1.0 / SLOTS_PER_WEEK
+        eta = self._arrays.by_hour[local_hour]  # (n, k, 3)
+        eta += (self.slot_weight * np.log(slot_p))[:, :, None]
+        index = eta.argmax(axis=1)  # (n, 3)
+        top = np.take_along_axis(eta, index[:, None, :], axis=1)[:, 0, :]
+        top += np.log(self.shrunk_rates(rates, sends)) @ self._arrays.weights
+        top += self._arrays.offset
+        lo, hi = self._arrays.eta_bounds
+        np.clip(top, lo, hi, out=top)
+        if self.link == "cloglog":
+            return index, -np.expm1(-np.exp(top))
+        return index, 1.0 / (1.0 + np.exp(-top))
+
     @staticmethod
     def cold_start(sends: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """(n,) True for customers without sends on any channel: their answer is the population's."""

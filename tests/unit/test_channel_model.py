@@ -47,6 +47,19 @@ def test_shape_and_range(link: str) -> None:
     assert model(link).probabilities(*inputs(0, 24)).shape == (0, 3, 24)
 
 
+@pytest.mark.parametrize("link", ["cloglog", "logit"])
+def test_best_is_the_argmax_of_the_probabilities(link: str) -> None:
+    """The serving shortcut (link on the best linear predictor only) gives what the full
+    computation gives, missing slot probabilities and cold customers included."""
+    rates, sends, slot_p, hour = inputs(50, 24, seed=3)
+    rates[:5], sends[:5] = np.nan, 0.0
+    slot_p[5:10, :4] = np.nan
+    index, best = model(link).best(rates, sends, slot_p, hour)
+    expected_index, expected = ChannelModel.best_slots(model(link).probabilities(rates, sends, slot_p, hour))
+    assert np.array_equal(index, expected_index)
+    np.testing.assert_allclose(best, expected, rtol=1e-12)
+
+
 def test_own_evidence_moves_the_answer_and_more_sends_move_it_further() -> None:
     m = model()
     rates, sends, slot_p, hour = inputs(1)
