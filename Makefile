@@ -37,8 +37,16 @@ clean:
 proto-lint:
 	cd proto && npx --yes @bufbuild/buf lint
 
-## The quality table in README: 20k customers x 180 days, every step timed.
+## The quality table in README: 20k customers x 180 days, every step timed; then one campaign
+## day planned at the end of the history (the newest snapshot) and valued by the simulator's truth.
 QUALITY := quality
+# The newest snapshot: the first midnight (UTC) after the last event of the events file argv[1].
+define HISTORY_END
+import sys, pandas as pd
+last = pd.read_parquet(sys.argv[1], columns=["event_timestamp"])["event_timestamp"].max()
+print((last.floor("D") + pd.Timedelta(days=1)).isoformat())
+endef
+export HISTORY_END
 quality: $(STAMP)
 	rm -rf $(QUALITY) && mkdir -p $(QUALITY)/repo/data
 	cp feature_repo/definitions.py feature_repo/feature_store.yaml $(QUALITY)/repo/
@@ -47,6 +55,11 @@ quality: $(STAMP)
 	$(BIN)/feast -c $(QUALITY)/repo apply
 	time $(BIN)/nudge train --repo $(QUALITY)/repo --out $(QUALITY)/models --events $(QUALITY)/data/events.parquet \
 		--customers $(QUALITY)/data/customers.parquet --truth $(QUALITY)/data/truth.parquet
+	time $(BIN)/nudge score-audience --repo $(QUALITY)/repo --models $(QUALITY)/models \
+		--as-of "$$($(BIN)/python -c "$$HISTORY_END" $(QUALITY)/data/events.parquet)" --out $(QUALITY)/plan.parquet
+	time $(BIN)/nudge evaluate-policy --plan $(QUALITY)/plan.parquet --truth $(QUALITY)/data/truth.parquet \
+		--events $(QUALITY)/data/events.parquet --customers $(QUALITY)/data/customers.parquet \
+		--report $(QUALITY)/models/report.json --seed 7
 
 ## After `make quality`: the propensity model refitted with more inputs, up to the hidden truth.
 ceiling: $(STAMP)

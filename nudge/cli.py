@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.server", "Run the gRPC scoring server."),
     "score": ("nudge.client.score", "Score customers against a running server."),
     "score-audience": ("service.audience", "Score a whole audience as of a time into a parquet file."),
+    "evaluate-policy": ("training.policy_eval", "Value a plan's decisions by the simulator's truth."),
     "ingest": ("nudge.client.ingest", "Replay an events file through a running server's Ingest API."),
     "bench": ("nudge.client.bench", "Load-test a server the way ghz does; compare feature paths."),
     "demo": ("nudge.demo", "Simulate, build features, train, serve and score, end to end."),

@@ -4,7 +4,9 @@
         --out plan.parquet [--customers ids.txt]
 
 One row per customer: propensity, decision and reason, best send time (UTC and local), time
-zone, top slots, feature status and age, model versions (columns: :data:`SCHEMA`).
+zone, top slots, feature status and age, model versions, the best channel (its engage
+probability and send time), the reminder's send time and the top propensity reason
+(columns: :data:`SCHEMA`).
 
 * Features are point in time as of ``T = --as-of``: for each feature view, the newest row of
   its offline table (the view's file source) at or before ``T``, none when older than the
@@ -94,6 +96,12 @@ SCHEMA = pa.schema(
         ("feature_age_seconds", pa.float64()),
         ("propensity_model", pa.string()),  # model versions
         ("send_time_model", pa.string()),
+        ("best_channel", pa.string()),  # EMAIL, SMS or PUSH: the first of the ranked channels
+        ("best_channel_probability", pa.float64()),  # its engage probability at its best slot
+        ("best_channel_send_time", _UTC_US),  # that slot's start
+        ("channels_defaulted", pa.bool_()),  # the population's ranking (no sends to learn from)
+        ("reminder_send_time", _UTC_US),  # null when there is no reminder to send
+        ("top_propensity_reason", pa.string()),  # the reason code that moved the propensity most
         ("error", pa.string()),  # why the row has no score (an id the server refuses), else null
     ]
 )
@@ -497,6 +505,14 @@ def to_batch(
         columns["feature_age_seconds"].append(result.feature_age_seconds)
         columns["propensity_model"].append(result.models.get("propensity"))
         columns["send_time_model"].append(result.models.get("send_time"))
+        best = plan.channels[0] if plan.channels else None
+        columns["best_channel"].append(None if best is None else best.channel)
+        columns["best_channel_probability"].append(None if best is None else best.probability)
+        columns["best_channel_send_time"].append(None if best is None else best.start)
+        columns["channels_defaulted"].append(plan.channels_defaulted)
+        columns["reminder_send_time"].append(None if plan.reminder is None else plan.reminder.send_time)
+        reasons = result.propensity_reasons
+        columns["top_propensity_reason"].append(reasons[0][0] if reasons else None)
         columns["error"].append(None)
     return pa.RecordBatch.from_pydict(columns, schema=schema)
 

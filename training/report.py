@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,7 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 {_served_html(report)}
 {structures}
 {_channel_html(report.get("channel"))}
+{policy_html(report.get("policy"))}
 <h2>Split</h2><table>{split}</table>
 <h2>Plots</h2>{figures}
 </body></html>
@@ -335,6 +337,159 @@ def _among_sent_html(block: Mapping[str, Any] | None) -> str:
         f"with two or more): hit@1 model {_fmt(block['hit_at_1'])}, global {_fmt(block['baseline_global_hit_at_1'])}, "
         f"customer's {_fmt(block['baseline_customer_hit_at_1'])}.</p>"
     )
+
+
+# --------------------------------------------------------------------------- the policy block
+
+_POLICY_COLUMNS = {  # policy row key: column title
+    "messages": "messages",
+    "share_suppressed": "share suppressed",
+    "engagements_per_1000": "engagements / 1,000 messages",
+    "engagements": "engagements",
+    "purchases_per_1000": "purchases within H / 1,000 messages",
+    "purchases": "purchases within H",
+    "channel_hit_at_1": "channel hit@1 (vs oracle)",
+    "share_not_opted_in": "share on a channel not opted in",
+}
+_POLICY_SECTION = re.compile(r'<section id="policy">.*?</section>\n?', re.DOTALL)
+
+
+def policy_table(block: Mapping[str, Any]) -> str:
+    """Plain-text table of the ``policy`` block (``nudge evaluate-policy`` prints it)."""
+    lines = [
+        f"campaign day from {block['as_of']} ({block['window_hours']:g} h), {block['n_customers']:,} customers, "
+        f"purchases within {block['horizon_days']:g} days",
+        f"{'policy':<16} {'messages':>8} {'suppr.':>7} {'eng/1000':>9} {'engaged':>9} {'buy/1000':>9} "
+        f"{'purchases':>9} {'ch hit@1':>8}",
+    ]
+    for name, row in block["policies"].items():
+        lines.append(
+            f"{name:<16} {row['messages']:>8,} {row['share_suppressed']:>7.3f} {row['engagements_per_1000']:>9.1f} "
+            f"{row['engagements']:>9.1f} {row['purchases_per_1000']:>9.2f} {row['purchases']:>9.2f} "
+            f"{_fmt(row['channel_hit_at_1']):>8}"
+        )
+    s = block["suppression"]
+    lines.append(
+        f"suppressed {s['suppressed']:,} ({s['share']:.1%}): cost {s['purchases_forgone']:.2f} purchases, "
+        f"{s['engagements_forgone']:.1f} engagements (oracle suppressing as many: "
+        f"{s['oracle_matched_purchases_forgone']:.2f} purchases); {_fmt(s.get('suppressed_dormant_share'))} "
+        "of the suppressed were dormant at T"
+    )
+    g = block.get("oracle_gap")
+    if g:
+        lines.append(
+            f"gap to the oracle, engagements / 1,000 of nudge's {g['messages']:,} messages: nudge {g['nudge']:.1f}; "
+            f"its channel at the truly best hour {g['nudge_channel_best_hour']:.1f}; the truly best channel at "
+            f"nudge's hour {g['best_channel_nudge_hour']:.1f}; oracle {g['oracle']:.1f}"
+        )
+    lines.append(_floors_line(block))
+    return "\n".join(lines)
+
+
+def _floors_line(block: Mapping[str, Any]) -> str:
+    f = block["floors"]
+
+    def met(key: str) -> str:
+        return "met" if f[key]["met"] else "NOT met"
+
+    e, o, c = f["engagements_vs_email_10"], f["engagements_vs_oracle"], f["channel_hit_at_1"]
+    baselines = ", ".join(f"{k} {_fmt(v)}" for k, v in c["baselines"].items())
+    test = c.get("test_period")
+    reference = (
+        ""
+        if not test
+        else f" (training report, test period: {_fmt(test['model'])} vs global {_fmt(test['baseline_global'])}, "
+        f"customer's {_fmt(test['baseline_customer'])})"
+    )
+    return (
+        f"floors: nudge/email@10 {e['value']:.3f} >= {e['floor']:g} {met('engagements_vs_email_10')}; "
+        f"nudge/oracle {o['value']:.3f} >= {o['floor']:g} {met('engagements_vs_oracle')}; "
+        f"channel hit@1 {_fmt(c['value'])} above {baselines} {met('channel_hit_at_1')}{reference}"
+    )
+
+
+def policy_html(block: Mapping[str, Any] | None) -> str:
+    """The ``policy`` block as a section: the table, the floors and a bar chart per policy."""
+    if block is None:
+        return ""
+    header = "".join(f"<th>{html.escape(t)}</th>" for t in _POLICY_COLUMNS.values())
+    rows = "".join(
+        f"<tr><td>{html.escape(row['label'])}</td>"
+        + "".join(
+            f"<td>{row[k]:,}</td>" if isinstance(row[k], int) else f"<td>{_fmt(row[k])}</td>"
+            for k in _POLICY_COLUMNS
+        )
+        + "</tr>"
+        for row in block["policies"].values()
+    )
+    s = block["suppression"]
+    png = _png(_policy_figure(block))
+    return f"""<section id="policy">
+<h2>What the decisions are worth: one campaign day, valued by the simulator's truth</h2>
+<p>From {html.escape(block["as_of"])} for {block["window_hours"]:g} h, {block["n_customers"]:,} customers
+({block["n_without_truth"]} of the plan without truth left out; {block["n_dormant"]} dormant at T: they engage
+but cannot buy). Expected values, exact under the simulator: {html.escape(block["formulas"]["purchases"])}.</p>
+<table><tr><th>policy</th>{header}</tr>{rows}</table>
+<p>Suppressed by nudge: {s["suppressed"]:,} ({s["share"]:.1%}); had nudge messaged them at its own best
+(channel, slot): {_fmt(s["engagements_forgone"])} engagements and {_fmt(s["purchases_forgone"])} purchases
+within H forgone (the oracle suppressing as many customers of lowest true value forgoes
+{_fmt(s["oracle_matched_purchases_forgone"])}).</p>
+{_gap_html(block.get("oracle_gap"))}
+<p>{html.escape(_floors_line(block))}.</p>
+<figure><img alt="policies" src="data:image/png;base64,{png}"/>
+<figcaption>Engagements and purchases within H per 1,000 messages, per policy</figcaption></figure>
+</section>
+"""
+
+
+def _gap_html(g: Mapping[str, Any] | None) -> str:
+    if not g:
+        return ""
+    return (
+        f"<p>Gap to the oracle on nudge's {g['messages']:,} messages (engagements / 1,000): nudge "
+        f"{_fmt(g['nudge'])}; its channel at the truly best hour {_fmt(g['nudge_channel_best_hour'])}; the "
+        f"truly best channel at nudge's hour {_fmt(g['best_channel_nudge_hour'])}; oracle {_fmt(g['oracle'])}.</p>"
+    )
+
+
+def _policy_figure(block: Mapping[str, Any]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(block["policies"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, key, title in (
+        (axes[0], "engagements_per_1000", "engagements per 1,000 messages"),
+        (axes[1], "purchases_per_1000", f"purchases within {block['horizon_days']:g} d per 1,000 messages"),
+    ):
+        values = [block["policies"][n][key] for n in names]
+        colours = [
+            "tab:blue" if n == "nudge" else "tab:green" if n.startswith("oracle") else "tab:grey"
+            for n in names
+        ]
+        bars = ax.bar(range(len(names)), values, color=colours)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set(title=title)
+    return fig
+
+
+def add_policy_section(html_path: Path, block: Mapping[str, Any]) -> Path:
+    """Put the policy section into an existing report.html (replacing an older one), before the
+    split; a page of its own when there is no report.html yet. Returns the page's path."""
+    section = policy_html(block)
+    if not html_path.is_file():
+        html_path.write_text(
+            f'<!doctype html>\n<html><head><meta charset="utf-8"><title>nudge policy evaluation</title></head>'
+            f"<body>{section}</body></html>\n"
+        )
+        return html_path
+    page = _POLICY_SECTION.sub("", html_path.read_text())
+    anchor = "<h2>Split</h2>" if "<h2>Split</h2>" in page else "</body>"
+    html_path.write_text(page.replace(anchor, section + anchor, 1))
+    return html_path
 
 
 _CANDIDATE_COLUMNS = {  # report key: column title (validation metrics)

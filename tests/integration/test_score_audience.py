@@ -55,6 +55,17 @@ def expected_rows(reply: pb.ScoreResponse) -> dict[str, object]:
         "feature_status": pb.FeatureStatus.Name(reply.feature_status).removeprefix("FEATURE_STATUS_"),
         "feature_age_seconds": reply.feature_age_seconds,
         "models": {m.name: m.version for m in reply.models},
+        "best_channel": pb.Channel.Name(reply.channels[0].channel).removeprefix("CHANNEL_")
+        if reply.channels
+        else None,
+        "best_channel_send_time": pd.Timestamp(reply.channels[0].best_send_time.ToDatetime(), tz="UTC")
+        if reply.channels
+        else None,
+        "channels_defaulted": reply.channels_defaulted,
+        "reminder_send_time": pd.Timestamp(reply.reminder.send_time.ToDatetime(), tz="UTC")
+        if reply.HasField("reminder")
+        else None,
+        "top_propensity_reason": reply.propensity_reasons[0].code if reply.propensity_reasons else None,
     }
 
 
@@ -72,6 +83,11 @@ def actual_rows(row: pd.Series) -> dict[str, object]:
         "feature_status": row.feature_status,
         "feature_age_seconds": row.feature_age_seconds,
         "models": {"propensity": row.propensity_model, "send_time": row.send_time_model},
+        "best_channel": row.best_channel,
+        "best_channel_send_time": None if pd.isna(row.best_channel_send_time) else row.best_channel_send_time,
+        "channels_defaulted": row.channels_defaulted,
+        "reminder_send_time": None if pd.isna(row.reminder_send_time) else row.reminder_send_time,
+        "top_propensity_reason": row.top_propensity_reason,
     }
 
 
@@ -89,14 +105,28 @@ def test_rows_equal_the_servers_score_answers(
         replies = [
             stub.Score(pb.ScoreRequest(customer_id=c, now=timestamp(stack.as_of)), timeout=5) for c in ids
         ]
-    decisions = set()
+    decisions: set[str] = set()
+    channels: set[str | None] = set()
+    reasons = 0
     for reply, (_, row) in zip(replies, rows.iterrows(), strict=True):
         assert actual_rows(row) == expected_rows(reply)
         assert row.purchase_propensity == pytest.approx(reply.purchase_propensity, rel=1e-6, abs=1e-9)
         probabilities = [s["probability"] for s in row.top_slots]
         assert probabilities == pytest.approx([s.probability for s in reply.top_slots], rel=1e-6, abs=1e-9)
+        if reply.channels:
+            assert row.best_channel_probability == pytest.approx(
+                reply.channels[0].engage_probability, rel=1e-6, abs=1e-9
+            )
+        else:
+            assert pd.isna(row.best_channel_probability)
         decisions.add(row.decision)
+        channels.add(row.best_channel)
+        reasons += row.top_propensity_reason is not None
     assert len(decisions) >= 2, f"the sample should exercise more than one decision, got {decisions}"
+    assert len(channels - {None}) >= 2, f"the sample should rank more than one channel first, got {channels}"
+    assert reasons >= SAMPLE // 2, "most customers have a top propensity reason"
+    assert audience["best_channel"].notna().mean() > 0.9, "a channel model is served: channels ranked"
+    assert audience["reminder_send_time"].notna().any(), "some customers have a reminder planned"
 
 
 def test_given_customers_in_their_order_with_unknown_and_refused_ids(
