@@ -29,7 +29,9 @@ numbers and writes the file; nothing here imports scikit-learn or pandas.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,21 +190,49 @@ class ChannelModel:
         """``best_slots(probabilities(...))`` for the serving path: per customer and channel the
         best candidate and its probability, (n, 3) each. The link is monotone, so the best slot
         is the one with the largest linear predictor and the link runs on those 3n values only,
-        in a handful of numpy calls (a single-customer Score pays ~1 µs per call). Inputs as
-        :meth:`probabilities`, already validated by the caller: local hours 0..23, (n, k)."""
-        slot_p = np.fmax(slot_probability, SLOT_PROBABILITY_FLOOR)
-        slot_p[np.isnan(slot_probability)] = 1.0 / SLOTS_PER_WEEK
+        in a handful of numpy calls (a single-customer Score pays ~1 µs per call), the customer
+        terms of one customer in plain Python. Inputs as :meth:`probabilities`, already
+        validated by the caller: local hours 0..23, (n, k)."""
+        # NaN: no opinion (1/168); the floor keeps a ruled-out slot finite.
+        slot = np.full(slot_probability.shape, 1.0 / SLOTS_PER_WEEK)
+        np.fmax(
+            slot_probability, SLOT_PROBABILITY_FLOOR, out=slot, where=slot_probability == slot_probability
+        )
+        np.log(slot, out=slot)
+        slot *= self.slot_weight
         eta = self._arrays.by_hour[local_hour]  # (n, k, 3)
-        eta += (self.slot_weight * np.log(slot_p))[:, :, None]
+        eta += slot[:, :, None]
         index = eta.argmax(axis=1)  # (n, 3)
-        top = np.take_along_axis(eta, index[:, None, :], axis=1)[:, 0, :]
-        top += np.log(self.shrunk_rates(rates, sends)) @ self._arrays.weights
-        top += self._arrays.offset
+        top = eta.max(axis=1)
+        top += self._customer_terms(rates, sends)
         lo, hi = self._arrays.eta_bounds
-        np.clip(top, lo, hi, out=top)
+        np.minimum(np.maximum(top, lo, out=top), hi, out=top)
         if self.link == "cloglog":
             return index, -np.expm1(-np.exp(top))
         return index, 1.0 / (1.0 + np.exp(-top))
+
+    def _customer_terms(self, rates: npt.ArrayLike, sends: npt.ArrayLike) -> FloatArray:
+        """(n, 3) the linear predictor's customer part: offset + log(shrunk rates) @ weights."""
+        if not (isinstance(rates, list | tuple) and isinstance(sends, list | tuple) and len(rates) == 1):
+            return np.log(self.shrunk_rates(rates, sends)) @ self._arrays.weights + self._arrays.offset
+        mass, strength, weights, offset = self._lists
+        logs = [
+            math.log(((x * k if k > 0 and x == x else 0.0) + m) / ((k if k > 0 and x == x else 0.0) + t))
+            for x, k, m, t in zip(rates[0], sends[0], mass, strength, strict=True)
+        ]
+        terms = [o + sum(v * w[c] for v, w in zip(logs, weights, strict=True)) for c, o in enumerate(offset)]
+        return np.array([terms])
+
+    @functools.cached_property
+    def _lists(self) -> tuple[list[float], list[float], list[list[float]], list[float]]:
+        """The arrays :meth:`_customer_terms` reads for one customer, as Python floats."""
+        arrays = self._arrays
+        return (
+            arrays.prior_mass.tolist(),
+            arrays.strength.tolist(),
+            arrays.weights.tolist(),
+            arrays.offset.tolist(),
+        )
 
     @staticmethod
     def cold_start(sends: npt.ArrayLike) -> npt.NDArray[np.bool_]:

@@ -58,6 +58,11 @@ def test_best_is_the_argmax_of_the_probabilities(link: str) -> None:
     expected_index, expected = ChannelModel.best_slots(model(link).probabilities(rates, sends, slot_p, hour))
     assert np.array_equal(index, expected_index)
     np.testing.assert_allclose(best, expected, rtol=1e-12)
+    for i in range(len(rates)):  # one customer (a Score) takes the plain-Python customer terms
+        rate, sent = [tuple(rates[i].tolist())], [tuple(sends[i].tolist())]  # as the policy passes them
+        one = model(link).best(rate, sent, slot_p[i : i + 1], hour[i : i + 1])
+        assert np.array_equal(one[0], expected_index[i : i + 1])
+        np.testing.assert_allclose(one[1], expected[i : i + 1], rtol=1e-12)
 
 
 def test_own_evidence_moves_the_answer_and_more_sends_move_it_further() -> None:

@@ -124,3 +124,19 @@ def test_rows_of_the_wrong_width_are_refused() -> None:
     tables = parse_reasons(document(), REFS)
     with pytest.raises(ValueError, match=r"\[n, 4\]"):
         tables.explain(np.zeros((1, 3), dtype=np.float32))
+
+
+def test_one_row_explains_as_the_batch_does() -> None:
+    """A Score's single row takes the plain-Python path; it must answer as the numpy path does
+    for the same row in a batch: on edges, NaN, infinities and values in between."""
+    tables = parse_reasons(document(), REFS)
+    rng = np.random.default_rng(4)
+    rows = rng.choice(
+        np.array([np.nan, -np.inf, np.inf, 0.0, 1.0, 1.5, 2.0, 5.0, 7.0, 7.5, 30.0, 31.0], dtype=np.float32),
+        size=(200, len(REFS)),
+    )
+    batch = tables.explain(rows)
+    for row, expected in zip(rows, batch, strict=True):
+        (single,) = tables.explain(row[np.newaxis, :])
+        assert [code for code, _ in single] == [code for code, _ in expected]
+        assert [c for _, c in single] == pytest.approx([c for _, c in expected], abs=1e-12)
