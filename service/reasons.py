@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from nudge.contract.manifest import Manifest, ManifestError
+from nudge.contract.manifest import Manifest, ManifestError, read_json_object
 
 REASONS_FILE = "reasons.json"
 FORMAT = "nudge.propensity_reasons/1"
@@ -216,14 +215,7 @@ def load_reasons(version_dir: Path, manifest: Manifest) -> ReasonTables:
     """The reason tables beside a propensity model, checked against its manifest: same input
     columns, and written for this very ONNX file (its sha256)."""
     path = version_dir / REASONS_FILE
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ReasonsError(f"{path}: missing (models trained before reason codes have none)") from exc
-    except json.JSONDecodeError as exc:
-        raise ReasonsError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(document, dict):
-        raise ReasonsError(f"{path}: not a JSON object")
+    document = read_json_object(path, ReasonsError)
     tables = parse_reasons(document, column_refs(manifest), str(path))
     if tables.model_sha256 != manifest.onnx_sha256:
         raise ReasonsError(f"{path}: written for model sha256 {tables.model_sha256[:12]}…, not this one")

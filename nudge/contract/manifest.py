@@ -109,18 +109,25 @@ def write_model_dir(version_dir: Path, onnx_bytes: bytes, manifest: Manifest) ->
     (version_dir / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
 
 
+def read_json_object(path: Path, error: type[ManifestError] = ManifestError) -> dict[str, Any]:
+    """A JSON object file beside a model (its manifest, its reason tables), or ``error`` saying
+    what is wrong with it: missing, not JSON, not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise error(f"{path}: missing") from exc
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path}: not a JSON object")
+    return data
+
+
 def load_model_dir(version_dir: Path) -> tuple[Manifest, bytes]:
     """Load and check one version directory: the manifest parses and the ONNX sha256 matches."""
     manifest_path = version_dir / MANIFEST_FILE
     model_path = version_dir / MODEL_FILE
-    try:
-        data = json.loads(manifest_path.read_text())
-    except FileNotFoundError as exc:
-        raise ManifestError(f"{manifest_path}: missing") from exc
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{manifest_path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ManifestError(f"{manifest_path}: not a JSON object")
+    data = read_json_object(manifest_path)
     manifest = parse_manifest(data, str(manifest_path))
     if manifest.version != version_dir.name:
         raise ManifestError(
