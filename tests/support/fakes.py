@@ -24,12 +24,12 @@ from nudge.contract.week import HOURS_PER_WEEK
 from service.ingest import Change
 from service.models import ModelSet, load_model
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable
+from service.scorer import CONTEXT_REFS
 
 STATS, HISTS = "customer_stats", "customer_time_histograms"
 PROPENSITY_INPUTS = (FeatureInput(f"{STATS}:purchase_count_30d"), FeatureInput(f"{STATS}:cycle_ratio"))
 SEND_TIME_INPUTS = (FeatureInput(f"{HISTS}:hist_hour_of_week", HOURS_PER_WEEK),)
-CONTEXT = (f"{STATS}:time_zone", f"{STATS}:days_since_last_engagement")
-ALL_REFS = tuple(f.ref for f in (*PROPENSITY_INPUTS, *SEND_TIME_INPUTS)) + CONTEXT
+ALL_REFS = tuple(f.ref for f in (*PROPENSITY_INPUTS, *SEND_TIME_INPUTS)) + CONTEXT_REFS
 
 
 def _graph(name: str, width: int, outputs: int, weights: np.ndarray, softmax: bool) -> bytes:

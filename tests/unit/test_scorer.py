@@ -219,3 +219,26 @@ def test_live_store_down_answers_cold_start_or_fails_as_configured(models: Model
     assert result.feature_status is FeatureStatus.UNAVAILABLE
     with pytest.raises(StoreUnavailable, match="the live store is down"):
         scorer(models, live=DownStore(), store_unavailable="fail").score([ScoreQuery("known")], clock=NOW)
+
+
+def test_a_snapshot_rows_open_interest_ages_from_the_snapshot_to_now(models: ModelSet) -> None:
+    """On snapshot features (no live state) the reminder still follows the decide time: the
+    row's hours since the cart add are as of the snapshot, 6 h before now, so they are counted
+    on to now (2 + 6 = 8 h), and the reminder lands around interest + decide time."""
+    values, stamps = known_row(NOW - timedelta(hours=6))
+    values |= {
+        f"{STATS}:hours_since_open_interest": 2.0,
+        f"{STATS}:open_interest_is_cart": 1.0,
+        f"{STATS}:decide_time_hours": 10.0,
+    }
+    result = one(
+        scorer(models, FakeReader({"known": (values, stamps)})),
+        ScoreQuery("known", window_end=NOW + timedelta(days=2)),
+    )
+    reminder = result.plan.reminder
+    assert reminder is not None and reminder.interest == "cart_add"
+    assert reminder.interest_time == NOW - timedelta(hours=8)
+    assert not reminder.decide_defaulted and reminder.decide_hours == 10.0
+    due = reminder.interest_time + timedelta(hours=10)
+    assert due - timedelta(hours=1) <= reminder.send_time <= due + timedelta(hours=5)
+    assert "reminder_planned" in result.plan.codes
