@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,14 +115,29 @@ class SqliteStateStore:
             self._conn = sqlite3.connect(
                 path, timeout=timeout_s, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS live_state "
-                "(customer_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID"
-            )
+            self._prepare(timeout_s)
         except sqlite3.Error as exc:
             raise IngestUnavailable(f"SQLite live state store {path}: {exc}") from exc
+
+    def _prepare(self, timeout_s: float) -> None:
+        """WAL, full sync, the table. Switching a new file to WAL takes an exclusive lock that
+        SQLite does not wait for (no busy handler): when several workers open a new file at
+        once, the losers get "database is locked" at once. So the preparation is retried until
+        ``timeout_s`` (at least a second: it runs once, at start-up), as a writer waits."""
+        deadline = time.monotonic() + max(timeout_s, 1.0)
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS live_state "
+                    "(customer_id TEXT PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID"
+                )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def read(self, customer_ids: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}

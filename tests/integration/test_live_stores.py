@@ -4,9 +4,12 @@ processes ingesting interleaved events for the same customers with no update los
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -148,6 +151,32 @@ def test_locked_sqlite_is_unavailable_after_the_timeout(tmp_path: Path) -> None:
         other.close()
     assert store.compare_and_set([("c", None, b"v")]) == set()
     store.close()
+
+
+def _open_at(path: str, start_at: float, index: int) -> bool:
+    """A worker process starting: open the live store at ``start_at``, write one record."""
+    time.sleep(max(start_at - time.time(), 0.0))
+    store = SqliteStateStore(Path(path), 5.0)
+    lost = store.compare_and_set([(f"c-{index}", None, b"v")])
+    store.close()
+    return not lost
+
+
+def test_workers_opening_a_new_sqlite_file_at_once_all_start(tmp_path: Path) -> None:
+    """Switching a new file to WAL takes a lock SQLite does not always wait for: two writers
+    starting together on a new live store failed with "database is locked" (seen once in CI).
+    Six processes open each of eight new files at the same instant: every open succeeds."""
+    workers = 6
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(time.sleep, [0.2] * workers))  # every worker up, its imports done
+        for attempt in range(8):
+            path = tmp_path / f"new-{attempt}.db"
+            start_at = time.time() + 0.3
+            opened = list(pool.map(_open_at, [str(path)] * workers, [start_at] * workers, range(workers)))
+            assert opened == [True] * workers
+            store = SqliteStateStore(path, 5.0)
+            assert len(store.read([f"c-{i}" for i in range(workers)])) == workers
+            store.close()
 
 
 # --------------------------------------------------------------------------- no lost update
