@@ -59,20 +59,35 @@ def build_requests(args: argparse.Namespace) -> list[pb.ScoreRequest]:
 
 
 def format_table(response: pb.ScoreBatchResponse) -> str:
-    """A readable table: one line per customer."""
-    header = f"{'customer':<12} {'propensity':>10} {'decision':<9} {'best send (local)':<26} {'features':<9} reason"
+    """A readable table: one line per customer, with the best channel, the reason that moved
+    the propensity most and the reminder's local time when one is planned."""
+    header = (
+        f"{'customer':<12} {'propensity':>10} {'decision':<9} {'best send (local)':<26} {'features':<9} "
+        f"{'channel':<11} {'top reason':<24} {'reminder (local)':<26} reason"
+    )
     lines = [header, "-" * len(header)]
     for result in response.results:
         if result.HasField("error"):
             err = result.error
-            lines.append(f"{err.customer_id:<12} {'-':>10} {'ERROR':<9} {'':<26} {'':<9} {err.message}")
+            lines.append(
+                f"{err.customer_id:<12} {'-':>10} {'ERROR':<9} {'':<26} {'':<9} {'':<11} {'':<24} {'':<26} {err.message}"
+            )
             continue
         r = result.response
         decision = pb.Decision.Name(r.decision).removeprefix("DECISION_")
         status = pb.FeatureStatus.Name(r.feature_status).removeprefix("FEATURE_STATUS_")
         local = r.best_send_time_local or "-"
+        channel = "-"
+        if r.channels:
+            best = r.channels[0]
+            channel = (
+                f"{pb.Channel.Name(best.channel).removeprefix('CHANNEL_')} {best.engage_probability:.2f}"
+            )
+        why = r.propensity_reasons[0].code if r.propensity_reasons else "-"
+        reminder = r.reminder.send_time_local if r.HasField("reminder") else "-"
         lines.append(
-            f"{r.customer_id:<12} {r.purchase_propensity:>10.3f} {decision:<9} {local:<26} {status:<9} {r.reason}"
+            f"{r.customer_id:<12} {r.purchase_propensity:>10.3f} {decision:<9} {local:<26} {status:<9} "
+            f"{channel:<11} {why:<24} {reminder:<26} {r.reason}"
         )
     return "\n".join(lines)
 
