@@ -21,10 +21,10 @@ import onnxruntime as ort
 from nudge.contract.channel_model import FILE_NAME as CHANNEL_MODEL_FILE
 from nudge.contract.channel_model import ChannelModel, ChannelModelError
 from nudge.contract.features import ENGAGEMENT_SERVICE
-from nudge.contract.manifest import Manifest, ManifestError, latest_version_dir, load_model_dir
+from nudge.contract.manifest import REASONS_FILE, Manifest, ManifestError, latest_version_dir, load_model_dir
 from nudge.contract.onnx import onnx_session
 from nudge.contract.week import HOURS_PER_WEEK
-from service.reasons import REASONS_FILE, ReasonTables, load_reasons
+from service.reasons import ReasonTables, load_reasons
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -404,14 +404,15 @@ def _plan_group(
             order = (-probs).argsort(axis=1, kind="stable")[:, : config.top_k].tolist()
             ranked = [[(j, row[j]) for j in top] for top, row in zip(order, probs.tolist(), strict=True)]
     starts: list[int] = candidates.tolist()
-    local: dict[int, str] = {}  # local time of a candidate, made once for the group
+    # Datetimes and local times of the chosen candidates, made once for the whole group (the
+    # channels' best slots added as they are chosen).
+    times = {j: _to_datetime(starts[j]) for top in ranked for j, _ in top}
+    local: dict[int, str] = {}
     channels = (
-        _channels(channel_model, group, probs, hour_of_epoch % 24, starts, table, local)
+        _channels(channel_model, group, probs, hour_of_epoch % 24, starts, table, times, local)
         if channel_model is not None and len(starts)
         else [((), False)] * len(group)
     )
-    # Datetimes and local times of the chosen candidates, made once for the whole group.
-    times = {j: _to_datetime(starts[j]) for top in ranked for j, _ in top}
     plans = []
     for i, (item, top) in enumerate(zip(group, ranked, strict=True)):
         top_slots = tuple(ScoredSlot(times[j], p) for j, p in top)
@@ -493,16 +494,18 @@ def _channels(
     local_hours: npt.NDArray[np.int64],
     starts: list[int],
     table: ZoneTable,
+    times: dict[int, datetime],
     local: dict[int, str],
 ) -> list[tuple[tuple[ChannelChoice, ...], bool]]:
     """Each query's channels ranked by the probability of engagement at the channel's best
     allowed slot (one model call for the group), and whether that ranking is the population's.
-    ``local`` caches the local time of a candidate, shared with the plan's best slot."""
+    ``times`` and ``local`` cache a candidate's datetime and local time, shared with the plan."""
     rates = [item.query.channel_rates for item in group]
     sends = [item.query.channel_sends for item in group]
     hours = np.broadcast_to(local_hours, probs.shape)
     best, engaged = model.best(rates, sends, probs, hours)
     best_list, engaged_list = best.tolist(), engaged.tolist()
+    cold = ChannelModel.cold_start(sends).tolist()
     out = []
     for i, item in enumerate(group):
         wanted = item.query.channel
@@ -512,8 +515,10 @@ def _channels(
             if wanted is not None and _CHANNEL_NAMES[c] != wanted:
                 continue
             j = best_list[i][c]
+            if j not in times:
+                times[j] = _to_datetime(starts[j])
             if j not in local:
-                local[j] = _to_datetime(starts[j]).astimezone(table.zone).isoformat()
-            choices.append(ChannelChoice(_CHANNEL_NAMES[c], p[c], _to_datetime(starts[j]), local[j]))
-        out.append((tuple(choices), not any(n > 0 for n in sends[i])))
+                local[j] = times[j].astimezone(table.zone).isoformat()
+            choices.append(ChannelChoice(_CHANNEL_NAMES[c], p[c], times[j], local[j]))
+        out.append((tuple(choices), cold[i]))
     return out

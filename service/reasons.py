@@ -29,10 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from nudge.contract.manifest import Manifest, ManifestError, read_json_object
+from nudge.contract.manifest import (
+    REASONS_FILE,
+    REASONS_FORMAT,
+    Manifest,
+    ManifestError,
+    input_columns,
+    read_json_object,
+)
 
-REASONS_FILE = "reasons.json"
-FORMAT = "nudge.propensity_reasons/1"
 TOP_K = 3
 
 
@@ -167,8 +172,8 @@ class ReasonTables:
 def parse_reasons(document: dict[str, Any], refs: Sequence[str], source: str = REASONS_FILE) -> ReasonTables:
     """Build ``ReasonTables`` from the decoded JSON, for a model whose input columns are ``refs``."""
     try:
-        if document.get("format") != FORMAT:
-            raise ReasonsError(f"{source}: format {document.get('format')!r} is not {FORMAT!r}")
+        if document.get("format") != REASONS_FORMAT:
+            raise ReasonsError(f"{source}: format {document.get('format')!r} is not {REASONS_FORMAT!r}")
         columns = document["columns"]
         found = [c["ref"] for c in columns]
         if found != list(refs):
@@ -206,17 +211,12 @@ def parse_reasons(document: dict[str, Any], refs: Sequence[str], source: str = R
         raise ReasonsError(f"{source}: malformed reasons file ({exc!r})") from exc
 
 
-def column_refs(manifest: Manifest) -> list[str]:
-    """One name per input column: the feature ref, with ``[i]`` for the columns of an array."""
-    return [f.ref if f.size == 1 else f"{f.ref}[{i}]" for f in manifest.features for i in range(f.size)]
-
-
 def load_reasons(version_dir: Path, manifest: Manifest) -> ReasonTables:
     """The reason tables beside a propensity model, checked against its manifest: same input
     columns, and written for this very ONNX file (its sha256)."""
     path = version_dir / REASONS_FILE
     document = read_json_object(path, ReasonsError)
-    tables = parse_reasons(document, column_refs(manifest), str(path))
+    tables = parse_reasons(document, input_columns(manifest.features), str(path))
     if tables.model_sha256 != manifest.onnx_sha256:
         raise ReasonsError(f"{path}: written for model sha256 {tables.model_sha256[:12]}…, not this one")
     return tables

@@ -28,7 +28,7 @@ gained 3 to 4 points of top-1 agreement only, not worth the larger artefact.
 
 The JSON written beside the model (``REASONS_FILE``, read by service/reasons.py):
 
-    {"format": FORMAT, "model_sha256": <the ONNX file's sha256>, "units": "calibrated log-odds",
+    {"format": REASONS_FORMAT, "model_sha256": <the ONNX file's sha256>, "units": "calibrated log-odds",
      "method": "...", "expected_log_odds": float, "sample_rows": int,
      "columns": [{"ref": "view:feature", "edges": [float32 ...], "values": [len(edges) + 1],
                   "missing": float}, ...]}   # one per input column, in model-input order
@@ -47,21 +47,14 @@ from typing import Any
 
 import numpy as np
 
-from nudge.contract.manifest import FeatureInput
+from nudge.contract.manifest import REASONS_FILE, REASONS_FORMAT, FeatureInput, input_columns
 
-REASONS_FILE = "reasons.json"
-FORMAT = "nudge.propensity_reasons/1"
 MAX_EDGES = 63  # + 1 bin above the last edge = 64 value bins per column, plus the missing bin
 SAMPLE_ROWS = 5_000  # training rows whose exact Shapley values fit the tables (~10 s of TreeSHAP)
 METHOD = (
     "binned mean of exact path-dependent TreeSHAP values (shap.TreeExplainer) of the calibrated "
     "log-odds over a training sample; bins = the trees' split thresholds per column, NaN its own bin"
 )
-
-
-def column_refs(features: Sequence[FeatureInput]) -> list[str]:
-    """One name per input column: the feature ref, with ``[i]`` for the columns of an array."""
-    return [f.ref if f.size == 1 else f"{f.ref}[{i}]" for f in features for i in range(f.size)]
 
 
 def log_odds_scale(model: Any) -> tuple[float, float]:
@@ -150,7 +143,7 @@ def fit_reason_tables(
     """The reason tables (the JSON document of the module docstring, without ``model_sha256``)
     of a fitted propensity model (training/propensity.py), from a seeded sample of its training
     rows ``x``."""
-    refs = column_refs(features)
+    refs = input_columns(features)
     if x.shape[1] != len(refs):
         raise ValueError(f"x has {x.shape[1]} columns, the features {len(refs)}")
     rng = np.random.default_rng(seed)
@@ -163,7 +156,7 @@ def fit_reason_tables(
         values, missing = binned_means(kept.astype(np.float64), sample[:, j].astype(np.float64), phi[:, j])
         columns.append({"ref": ref, "edges": [float(e) for e in kept], "values": values, "missing": missing})
     return {
-        "format": FORMAT,
+        "format": REASONS_FORMAT,
         "units": "calibrated log-odds",
         "method": METHOD,
         "expected_log_odds": base,

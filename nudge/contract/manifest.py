@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+# The propensity's reason tables beside its model: written by training/reasons.py, read by
+# service/reasons.py.
+REASONS_FILE = "reasons.json"
+REASONS_FORMAT = "nudge.propensity_reasons/1"
 SCHEMA_VERSION = 1
 
 
@@ -107,6 +112,11 @@ def write_model_dir(version_dir: Path, onnx_bytes: bytes, manifest: Manifest) ->
     version_dir.mkdir(parents=True, exist_ok=True)
     (version_dir / MODEL_FILE).write_bytes(onnx_bytes)
     (version_dir / MANIFEST_FILE).write_text(manifest.to_json() + "\n")
+
+
+def input_columns(features: Sequence[FeatureInput]) -> list[str]:
+    """One name per model-input column: the feature ref, with ``[i]`` for an array's columns."""
+    return [f.ref if f.size == 1 else f"{f.ref}[{i}]" for f in features for i in range(f.size)]
 
 
 def read_json_object(path: Path, error: type[ManifestError] = ManifestError) -> dict[str, Any]:

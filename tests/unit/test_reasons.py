@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nudge.contract.manifest import FeatureInput, Manifest
-from service.reasons import FORMAT, REASONS_FILE, VOCABULARY, ReasonsError, load_reasons, parse_reasons
+from nudge.contract.manifest import REASONS_FILE, REASONS_FORMAT, FeatureInput, Manifest
+from service.reasons import VOCABULARY, ReasonsError, load_reasons, parse_reasons
 
 REFS = [
     "customer_stats:days_since_last_purchase",
@@ -31,7 +31,7 @@ def document(**changes: object) -> dict[str, object]:
         {"ref": REFS[3], "edges": [], "values": [0.05], "missing": -0.05},
     ]
     doc: dict[str, object] = {
-        "format": FORMAT,
+        "format": REASONS_FORMAT,
         "columns": columns,
         "expected_log_odds": 0.3,
         "model_sha256": SHA,
