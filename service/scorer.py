@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from nudge.contract.channel_model import CHANNELS
+from nudge.contract.channel_model import RATE_FEATURES, SEND_FEATURES
 from nudge.contract.features import STATS_VIEW
 from service.config import Settings, id_problem
 from service.models import ModelSet
@@ -31,18 +31,13 @@ from service.reminders import Interest, interest_of
 TIME_ZONE_REF = "customer_stats:time_zone"
 DORMANCY_REF = "customer_stats:days_since_last_engagement"
 # The open interest a reminder follows (service/reminders.py), from engagement_v1.
-INTEREST_REFS = (
-    "customer_stats:hours_since_open_interest",
-    "customer_stats:open_interest_is_cart",
-    "customer_stats:decide_time_hours",
+INTEREST_REFS = tuple(
+    f"{STATS_VIEW}:{name}"
+    for name in ("hours_since_open_interest", "open_interest_is_cart", "decide_time_hours")
 )
 # Each channel's response rate and sends (CHANNELS order), for the channel model.
-CHANNEL_RATE_REFS = (
-    "customer_stats:email_open_rate_90d",
-    "customer_stats:sms_click_rate_90d",
-    "customer_stats:push_open_rate_90d",
-)
-CHANNEL_SEND_REFS = tuple(f"customer_stats:{name}_sends_90d" for name in CHANNELS)
+CHANNEL_RATE_REFS = tuple(f"{STATS_VIEW}:{name}" for name in RATE_FEATURES)
+CHANNEL_SEND_REFS = tuple(f"{STATS_VIEW}:{name}" for name in SEND_FEATURES)
 # Read beside the models' inputs: the policy needs them whatever the models are.
 CONTEXT_REFS = (TIME_ZONE_REF, DORMANCY_REF, *INTEREST_REFS, *CHANNEL_RATE_REFS, *CHANNEL_SEND_REFS)
 # A request without window_end may be messaged within a day of window_start (see the proto).

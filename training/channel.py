@@ -10,8 +10,7 @@ Every row's inputs are the customer's as of the send, exact at the instant (feat
 before it, the same path as the served evaluation), not joined from the weekly snapshots:
 
   rates       email_open_rate_90d, sms_click_rate_90d, push_open_rate_90d
-  sends       email/sms/push_sends_90d (read from the stats table when the repo defines them,
-              else counted here from the events with the same definition: sends in [t − 90 d, t))
+  sends       email/sms/push_sends_90d (sends in [t − 90 d, t))
   slot        the exported send-time model's probability of the send's local hour-of-week slot
               (the server's model, through onnxruntime, on the send_time_v1 features at the
               instant), and the slot's local hour of day
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nudge.contract.channel_model import CHANNELS, FILE_NAME, ChannelModel
+from nudge.contract.channel_model import CHANNELS, FILE_NAME, RATE_FEATURES, SEND_FEATURES, ChannelModel
 from nudge.contract.week import local_hour_of_week
 
 if TYPE_CHECKING:
@@ -58,10 +57,7 @@ if TYPE_CHECKING:
     from training.train import Run
 
 RESPONSES = {"email": ("email_open", "email_click"), "sms": ("sms_click",), "push": ("push_open",)}
-RATE_COLUMNS = ("email_open_rate_90d", "sms_click_rate_90d", "push_open_rate_90d")
-SEND_COLUMNS = tuple(f"{name}_sends_90d" for name in CHANNELS)
 ATTRIBUTION = pd.Timedelta(hours=24)
-WINDOW = pd.Timedelta(days=90)
 CANDIDATE_HOURS = 24  # hit@1: the best slot within the next day, hourly
 HOUR_SMOOTHING = 30.0  # penalty on squared differences of neighbouring hours' effects
 HOUR_RIDGE = 3.0  # penalty on the squared hour effects themselves (flat where data is thin)
@@ -150,7 +146,6 @@ class Inputs:
     rates: np.ndarray  # (n, 3), NaN without sends
     sends: np.ndarray  # (n, 3)
     slot_probs: np.ndarray  # (n, 168) the send-time model's
-    sends_source: str
 
 
 def inputs_at(run: Run, send_time: ServedModel, ids: pd.Series, instants: pd.Series) -> Inputs:
@@ -162,38 +157,9 @@ def inputs_at(run: Run, send_time: ServedModel, ids: pd.Series, instants: pd.Ser
         run.events, run.customers, ids, _utc_ns(instants), repo_tables(Path(run.store.repo_path))
     )
     frame = pd.concat([stats, histograms.drop(columns=[k for k, _ in KEYS])], axis=1)
-    rates = stats[list(RATE_COLUMNS)].to_numpy(np.float64)
-    if all(column in stats.columns for column in SEND_COLUMNS):
-        sends, source = stats[list(SEND_COLUMNS)].to_numpy(np.float64), "customer_stats"
-    else:
-        sends, source = sends_before(run.events, ids, instants), "counted from the events"
-    return Inputs(rates, np.nan_to_num(sends), send_time.predict(frame, run.store), source)
-
-
-def sends_before(
-    events: pd.DataFrame, ids: pd.Series, instants: pd.Series, window: pd.Timedelta = WINDOW
-) -> np.ndarray:
-    """(n, 3) each channel's sends in [instant − window, instant) per (customer, instant), the
-    definition of the ``*_sends_90d`` features (whole seconds, as the feature pipeline counts)."""
-    codes, _ = pd.factorize(
-        pd.concat([pd.Series(np.asarray(ids, dtype=object)), events["customer_id"].astype(object)])
-    )
-    query_c, event_c = codes[: len(ids)].astype(np.int64), codes[len(ids) :].astype(np.int64)
-    event_s = _utc_ns(events["event_timestamp"]).astype("int64").to_numpy() // 1_000_000_000
-    query_s = -(-_utc_ns(pd.Series(instants)).astype("int64").to_numpy() // 1_000_000_000)  # ceil
-    origin = min(event_s.min(initial=0), query_s.min(initial=0)) - window.days * 86_400 - 1
-
-    def key(c: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-        return (c << 34) + (seconds - origin)  # 2^34 s ≈ 544 years per customer block
-
-    out = np.zeros((len(query_c), len(CHANNELS)))
-    for channel, name in enumerate(CHANNELS):
-        mine = (events["event_type"] == f"{name}_send").to_numpy()
-        keys = np.sort(key(event_c[mine], event_s[mine]))
-        out[:, channel] = np.searchsorted(keys, key(query_c, query_s)) - np.searchsorted(
-            keys, key(query_c, query_s - window.days * 86_400)
-        )
-    return out
+    rates = stats[list(RATE_FEATURES)].to_numpy(np.float64)
+    sends = stats[list(SEND_FEATURES)].to_numpy(np.float64)
+    return Inputs(rates, np.nan_to_num(sends), send_time.predict(frame, run.store))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +382,7 @@ def train_channel(run: Run, send_time: ServedModel | None, limits: Limits | None
 
     def part(p: int) -> Inputs:
         mask = parts == p
-        return Inputs(inputs.rates[mask], inputs.sends[mask], inputs.slot_probs[mask], inputs.sends_source)
+        return Inputs(inputs.rates[mask], inputs.sends[mask], inputs.slot_probs[mask])
 
     train_design = Design.of(train_rows.reset_index(drop=True), part(0))
     test_design = Design.of(test_rows.reset_index(drop=True), part(1))
@@ -455,7 +421,6 @@ def train_channel(run: Run, send_time: ServedModel | None, limits: Limits | None
             "trained_on": [split.data_start.isoformat(), split.train_end.isoformat()],
             "n_train": len(train_rows),
             "population_rate": [float(v) for v in population],
-            "sends_90d_source": inputs.sends_source,
         },
     )
     run.clock.done("channel fit", f"{chosen} link on {len(train_rows):,} sends")
@@ -482,7 +447,6 @@ def train_channel(run: Run, send_time: ServedModel | None, limits: Limits | None
             name: [round(v, 4) for v in row] for name, row in zip(CHANNELS, model.hour_effect, strict=True)
         },
         "population_rate": dict(zip(CHANNELS, population.tolist(), strict=True)),
-        "sends_90d_source": inputs.sends_source,
         "features": "exact at each send / instant (training.features.pair_features: what the live state serves)",
         **_log_losses(run, model, test_rows.reset_index(drop=True), test_design, population),
         **_hit_at_1(run, model, pairs, part(2), population),

@@ -41,6 +41,9 @@ import numpy as np
 import numpy.typing as npt
 
 CHANNELS = ("email", "sms", "push")
+# The customer_stats features the model reads, in CHANNELS order (engagement_v1 serves them).
+RATE_FEATURES = ("email_open_rate_90d", "sms_click_rate_90d", "push_open_rate_90d")
+SEND_FEATURES = tuple(f"{name}_sends_90d" for name in CHANNELS)
 FORMAT = "nudge-channel-model/1"
 FILE_NAME = "channel_model.json"
 LINKS = ("cloglog", "logit")

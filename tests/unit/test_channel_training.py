@@ -1,5 +1,6 @@
 """Best-channel training pieces (training/channel.py): which sends were engaged with, the
-point-in-time send counts, and that the fits recover what generated synthetic data."""
+candidate slots, and that the fits recover what generated synthetic data (the send counts are
+the *_sends_90d features, tested with the other features in tests/unit/test_live_state.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from training.channel import (
     fit_prior,
     log_loss,
     send_outcomes,
-    sends_before,
     train_channel,
 )
 from training.report import _channel_html, _channel_rows, channel_summary
@@ -67,25 +67,6 @@ def test_a_response_belongs_to_the_latest_send_of_its_channel_within_a_day() -> 
     assert channel_unavailable(rows) is None
     assert channel_unavailable(rows.iloc[:0])["status"] == "n/a"  # type: ignore[index]
     assert "none of the" in channel_unavailable(rows.assign(engaged=False))["reason"]  # type: ignore[index]
-
-
-def test_sends_are_counted_over_the_90_days_before_the_instant() -> None:
-    d = pd.Timedelta(days=1)
-    events = frame(
-        [
-            ("a", T0 - 95 * d, "email_send"),  # outside
-            ("a", T0 - 90 * d, "email_send"),  # the window's first second: inside
-            ("a", T0 - d, "email_send"),
-            ("a", T0, "email_send"),  # at the instant: not before it
-            ("a", T0 - d, "push_send"),
-            ("b", T0 - d, "sms_send"),
-        ]
-    )
-    counts = sends_before(
-        events, pd.Series(["a", "b", "a"]), pd.Series([T0, T0, T0 + pd.Timedelta(seconds=1)])
-    )
-    # one second later the send at the instant is in and the first one out
-    np.testing.assert_array_equal(counts, [[2, 0, 1], [0, 1, 0], [2, 0, 1]])
 
 
 def test_candidates_are_the_next_whole_hours_in_local_time() -> None:
