@@ -21,7 +21,7 @@ from typing import NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
-from nudge.contract.channel_model import CHANNELS, ChannelModel
+from nudge.contract.channel_model import CHANNEL_NAMES, ChannelModel
 from nudge.contract.week import EPOCH_HOUR, HOURS_PER_WEEK, hour_of_week
 from service.reminders import Interest, ReminderPlan, plan_reminder
 from service.zones import (
@@ -484,9 +484,6 @@ def _reminder(planned: ReminderPlan, table: ZoneTable) -> Reminder:
     )
 
 
-_CHANNEL_NAMES = tuple(name.upper() for name in CHANNELS)
-
-
 def _channels(
     model: ChannelModel,
     group: list[_Checked],
@@ -512,13 +509,13 @@ def _channels(
         p = engaged_list[i]
         choices = []
         for c in sorted(range(len(p)), key=p.__getitem__, reverse=True):  # stable: ties in channel order
-            if wanted is not None and _CHANNEL_NAMES[c] != wanted:
+            if wanted is not None and CHANNEL_NAMES[c] != wanted:
                 continue
             j = best_list[i][c]
             if j not in times:
                 times[j] = _to_datetime(starts[j])
             if j not in local:
                 local[j] = times[j].astimezone(table.zone).isoformat()
-            choices.append(ChannelChoice(_CHANNEL_NAMES[c], p[c], times[j], local[j]))
+            choices.append(ChannelChoice(CHANNEL_NAMES[c], p[c], times[j], local[j]))
         out.append((tuple(choices), cold[i]))
     return out

@@ -49,14 +49,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from nudge.contract.channel_model import CHANNELS, FILE_NAME, RATE_FEATURES, SEND_FEATURES, ChannelModel
+from nudge.contract.channel_model import (
+    CHANNELS,
+    FILE_NAME,
+    RATE_FEATURES,
+    RESPONSES,
+    SEND_FEATURES,
+    ChannelModel,
+)
 from nudge.contract.week import local_hour_of_week
 
 if TYPE_CHECKING:
     from training.served import ServedModel
     from training.train import Run
 
-RESPONSES = {"email": ("email_open", "email_click"), "sms": ("sms_click",), "push": ("push_open",)}
 ATTRIBUTION = pd.Timedelta(hours=24)
 CANDIDATE_HOURS = 24  # hit@1: the best slot within the next day, hourly
 HOUR_SMOOTHING = 30.0  # penalty on squared differences of neighbouring hours' effects

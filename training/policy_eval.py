@@ -74,18 +74,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nudge.contract.channel_model import CHANNEL_NAMES, CHANNELS, RESPONSES
 from nudge.contract.week import HOURS_PER_WEEK
 from nudge.inputs import UserError, check, missing_input, user_errors
-from training.simulate import CHANNELS, true_engagement_probability, true_hour_probs
+from training.simulate import true_engagement_probability, true_hour_probs
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-PLAN_CHANNELS = tuple(name.upper() for name in CHANNELS)  # the plan's spelling: EMAIL, SMS, PUSH
 DEFAULT_CHANNEL, DEFAULT_HOUR = 0, 10  # email at 10:00 local
 RESPONSE_EVENTS = {"email_open": 0, "sms_click": 1, "push_open": 2}  # one per engaged message
-ENGAGEMENT_EVENTS = ("email_open", "email_click", "sms_click", "push_open")
+ENGAGEMENT_EVENTS = tuple(kind for kinds in RESPONSES.values() for kind in kinds)
 FLOOR_VS_EMAIL_10 = 1.3
 FLOOR_VS_ORACLE = 0.85
 TRUTH_COLUMNS = (
@@ -349,7 +349,7 @@ def modal_messages(
 def nudge_messages(plan: pd.DataFrame) -> tuple[Messages, Messages, BoolArray]:
     """(what nudge sends, what it would send to everyone, suppressed) from the plan's rows."""
     suppressed = (plan["decision"] == "SUPPRESS").to_numpy()
-    named = plan["best_channel"].map({c: i for i, c in enumerate(PLAN_CHANNELS)})
+    named = plan["best_channel"].map({c: i for i, c in enumerate(CHANNEL_NAMES)})
     channel = named.fillna(DEFAULT_CHANNEL).to_numpy(np.int64)
     own = pd.to_datetime(plan["best_channel_send_time"], utc=True)
     when = own.where(plan["best_channel"].notna(), pd.to_datetime(plan["best_send_time"], utc=True))

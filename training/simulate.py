@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nudge.contract.channel_model import CHANNELS
 from nudge.contract.events import EVENT_TYPES
 from nudge.contract.week import HOURS_PER_WEEK, hour_of_week
 from nudge.inputs import check, positive_int, unwritable_dir
@@ -42,7 +43,6 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 Progress = Callable[[str], None]
 
-CHANNELS = ("email", "sms", "push")
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, so day d of the run is weekday d % 7
 
 # (zone, population share). DST in both hemispheres, +5:30, +5:45 and a half-hour zone with DST.

@@ -41,6 +41,10 @@ import numpy as np
 import numpy.typing as npt
 
 CHANNELS = ("email", "sms", "push")
+# As the API and score-audience name them (the proto's Channel without its prefix).
+CHANNEL_NAMES = tuple(name.upper() for name in CHANNELS)
+# Which events answer a message on each channel: what "engaged" means for the model.
+RESPONSES = {"email": ("email_open", "email_click"), "sms": ("sms_click",), "push": ("push_open",)}
 # The customer_stats features the model reads, in CHANNELS order (engagement_v1 serves them).
 RATE_FEATURES = ("email_open_rate_90d", "sms_click_rate_90d", "push_open_rate_90d")
 SEND_FEATURES = tuple(f"{name}_sends_90d" for name in CHANNELS)
