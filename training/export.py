@@ -44,14 +44,16 @@ class Exported:
 
 
 def convert(model: Any, input_width: int) -> bytes:
-    """Convert a fitted scikit-learn classifier to ONNX with a float32 input and no zipmap."""
+    """Convert a fitted scikit-learn classifier (no zipmap) or transformer to ONNX with a
+    float32 input."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.base import is_classifier
 
     onx = to_onnx(
         model,
         initial_types=[(INPUT_NAME, FloatTensorType([None, input_width]))],
-        options={id(model): {"zipmap": False}},
+        options={id(model): {"zipmap": False}} if is_classifier(model) else None,
         target_opset=TARGET_OPSET,
     )
     return bytes(onx.SerializeToString())

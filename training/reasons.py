@@ -59,37 +59,58 @@ METHOD = (
 
 def log_odds_scale(model: Any) -> tuple[float, float]:
     """(-a, -b) of the sigmoid calibrator: calibrated logit(p) = -a f - b for the trees' score f."""
-    (member,) = model.calibrated_classifiers_  # ensemble=False: one calibrated classifier
+    from training.propensity import calibrated_of
+
+    (member,) = calibrated_of(model).calibrated_classifiers_  # ensemble=False: one calibrated classifier
     (calibrator,) = member.calibrators
     return -float(calibrator.a_), -float(calibrator.b_)
 
 
 def exact_shapley(model: Any, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Exact Shapley values [n, columns] of the calibrated log-odds, and their base value.
+    """Exact Shapley values [n, input columns] of the calibrated log-odds, and their base value.
 
     Path-dependent TreeSHAP on the trees (``shap``), scaled by the calibrator's slope; for each
-    row ``phi.sum() + base == logit(model.predict_proba(x)[:, 1])`` up to rounding."""
+    row ``phi.sum() + base == logit(model.predict_proba(x)[:, 1])`` up to rounding. When the
+    trees also read purchase-process columns (derived from three inputs inside the model,
+    training/purchase_process.py), those columns' values are credited to the three inputs in
+    equal shares: the server sees only the inputs, and the sum is unchanged."""
     with warnings.catch_warnings():
         # shap's plotting colours call matplotlib APIs it deprecates, on import: nothing to act on.
         warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=r"shap\.")
         import shap
 
-    from training.propensity import trees_of
+    from training.propensity import tree_inputs, trees_of
 
     trees = trees_of(model)
     slope, intercept = log_odds_scale(model)
     explainer = shap.TreeExplainer(trees)
-    phi = np.asarray(explainer.shap_values(np.asarray(x, dtype=np.float64), check_additivity=False))
+    inputs = np.asarray(tree_inputs(model, x), dtype=np.float64)
+    phi = np.asarray(explainer.shap_values(inputs, check_additivity=False))
     base = float(np.ravel(explainer.expected_value)[0])
-    return slope * phi, slope * base + intercept
+    width = x.shape[1]
+    credited = phi[:, :width].copy()
+    sources = derived_from(model)
+    if sources:
+        credited[:, sources] += phi[:, width:].sum(axis=1, keepdims=True) / len(sources)
+    return slope * credited, slope * base + intercept
+
+
+def derived_from(model: Any) -> list[int]:
+    """The input columns the model's purchase-process columns are computed from (none without)."""
+    from training.purchase_process import PurchaseProcess
+
+    steps = getattr(model, "steps", [])
+    return [c for _, step in steps if isinstance(step, PurchaseProcess) for c in step.columns]
 
 
 def split_thresholds(model: Any, n_columns: int) -> list[np.ndarray]:
-    """The sorted distinct split thresholds of the trees, per input column."""
+    """The sorted distinct split thresholds of the trees, per input column (the first
+    ``n_columns`` of what the trees read)."""
     from training.propensity import trees_of
 
-    found: list[list[np.ndarray]] = [[] for _ in range(n_columns)]
-    for stage in trees_of(model)._predictors:
+    trees = trees_of(model)
+    found: list[list[np.ndarray]] = [[] for _ in range(trees.n_features_in_)]
+    for stage in trees._predictors:
         for predictor in stage:
             nodes = predictor.nodes
             split = ~nodes["is_leaf"].astype(bool)
@@ -97,7 +118,16 @@ def split_thresholds(model: Any, n_columns: int) -> list[np.ndarray]:
                 nodes["feature_idx"][split], nodes["num_threshold"][split], strict=True
             ):
                 found[int(column)].append(threshold)
-    return [np.unique(np.asarray(t, dtype=np.float32)) for t in found]
+    return [np.unique(np.asarray(t, dtype=np.float32)) for t in found[:n_columns]]
+
+
+def quantile_edges(values: np.ndarray, limit: int = MAX_EDGES) -> np.ndarray:
+    """Distinct float32 quantiles of the non-missing ``values``: edges for a column the trees'
+    own thresholds describe poorly."""
+    seen = values[~np.isnan(values)]
+    if not len(seen):
+        return np.empty(0, dtype=np.float32)
+    return np.unique(np.quantile(seen, np.linspace(0, 1, limit + 2)[1:-1]).astype(np.float32))
 
 
 def thinned(edges: np.ndarray, values: np.ndarray, limit: int = MAX_EDGES) -> np.ndarray:
@@ -150,8 +180,11 @@ def fit_reason_tables(
     rows = np.sort(rng.choice(len(x), min(sample_rows, len(x)), replace=False))
     sample = np.asarray(x[rows], dtype=np.float32)
     phi, base = exact_shapley(model, sample)
+    sources = derived_from(model)
     columns = []
     for j, (ref, edges) in enumerate(zip(refs, split_thresholds(model, len(refs)), strict=True)):
+        if j in sources:  # credited the derived columns too: its own splits alone may be few
+            edges = np.union1d(edges, quantile_edges(sample[:, j]))
         kept = thinned(edges, sample[:, j].astype(np.float64))
         values, missing = binned_means(kept.astype(np.float64), sample[:, j].astype(np.float64), phi[:, j])
         columns.append({"ref": ref, "edges": [float(e) for e in kept], "values": values, "missing": missing})

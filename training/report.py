@@ -146,6 +146,11 @@ def summary_table(report: Mapping[str, Any]) -> str:
         f"propensity: {p['n_train']} train / {p['n_test']} test rows, "
         f"positive rate {_fmt(p['positive_rate'])}"
     )
+    if p.get("candidates"):
+        propensity += (
+            f"; inputs, validation ROC-AUC: {candidate_summary(p['candidates'], 'validation_roc_auc')}; "
+            f"BG/NBD-only test ROC-AUC {_fmt(p.get('bgnbd_roc_auc'))}"
+        )
     if not_applicable(s):
         lines.append(propensity)
         lines.append(f"send time n/a: {s['reason']}; no send-time model exported")
@@ -168,11 +173,10 @@ def summary_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def candidate_summary(candidates: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line of a comparison table: each candidate's validation hit@3, the chosen one marked."""
+def candidate_summary(candidates: Mapping[str, Mapping[str, Any]], metric: str = "hit_at_3") -> str:
+    """One line of a comparison table: each candidate's validation ``metric``, the chosen one marked."""
     return ", ".join(
-        f"{name} {_fmt(c['hit_at_3'])}{' (chosen)' if c.get('chosen') else ''}"
-        for name, c in candidates.items()
+        f"{name} {_fmt(c[metric])}{' (chosen)' if c.get('chosen') else ''}" for name, c in candidates.items()
     )
 
 
@@ -206,18 +210,11 @@ def render_html(report: Mapping[str, Any], plots: Plots) -> str:
         f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in report["split"].items()
     )
-    candidates = "".join(
-        f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{_fmt(c.get(k))}</td>" for k in _CANDIDATE_COLUMNS)
-        + f"<td>{'yes' if c.get('chosen') else ''}</td></tr>"
-        for name, c in report["send_time"].get("candidates", {}).items()
-    )
     figures = "".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{png}"/>'
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
         for title, png in _figures(plots)
     )
-    header = "".join(f"<th>{_CANDIDATE_COLUMNS[k]}</th>" for k in _CANDIDATE_COLUMNS) + "<th>chosen</th>"
     send_time = report["send_time"]
     if not_applicable(send_time):
         structures = (
@@ -226,8 +223,9 @@ def render_html(report: Mapping[str, Any], plots: Plots) -> str:
         )
     else:
         structures = f"""<h2>Send-time structures compared on this run's validation period (not test)</h2>
-<table><tr><th>candidate</th>{header}</tr>{candidates}</table>
+{_candidates_html(send_time.get("candidates", {}), _CANDIDATE_COLUMNS)}
 <p>Chosen: {html.escape(str(send_time.get("model")))}. Rule: {html.escape(str(send_time.get("selection")))}.</p>"""
+    propensity = report["propensity"]
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nudge training report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:1em 0}}
@@ -237,6 +235,11 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 <h2>Holdout metrics</h2>
 <table><tr><th>metric</th><th>model</th><th>best baseline</th><th>oracle</th></tr>{rows}</table>
 {_served_html(report)}
+<h2>Propensity inputs compared on this run's validation period</h2>
+{_candidates_html(propensity.get("candidates", {}), _PROPENSITY_CANDIDATE_COLUMNS)}
+<p>Chosen: {html.escape(str(propensity.get("inputs")))}. Rule: {html.escape(str(propensity.get("selection")))}.
+BG/NBD-only model on the test period: ROC-AUC {_fmt(propensity.get("bgnbd_roc_auc"))}, ECE {_fmt(propensity.get("bgnbd_ece"))}
+(parameters {html.escape(str(propensity.get("bgnbd")))}).</p>
 {structures}
 {_channel_html(report.get("channel"))}
 {policy_html(report.get("policy"))}
@@ -244,6 +247,18 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 <h2>Plots</h2>{figures}
 </body></html>
 """
+
+
+def _candidates_html(candidates: Mapping[str, Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+    """A comparison table: one row per candidate, the chosen one marked."""
+    header = "".join(f"<th>{title}</th>" for title in columns.values())
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_fmt(c.get(k))}</td>" for k in columns)
+        + f"<td>{'yes' if c.get('chosen') else ''}</td></tr>"
+        for name, c in candidates.items()
+    )
+    return f"<table><tr><th>candidate</th>{header}<th>chosen</th></tr>{body}</table>"
 
 
 def _served_html(report: Mapping[str, Any]) -> str:
@@ -498,6 +513,14 @@ _CANDIDATE_COLUMNS = {  # report key: column title (validation metrics)
     "hit_at_6": "hit@6",
     "log_loss": "log loss",
     "ort_latency_ms": "onnxruntime ms/call",
+    "fit_seconds": "fit s",
+}
+
+
+_PROPENSITY_CANDIDATE_COLUMNS = {
+    "validation_roc_auc": "validation ROC-AUC",
+    "test_roc_auc": "test ROC-AUC (not used to choose)",
+    "boosting_rounds": "boosting rounds",
     "fit_seconds": "fit s",
 }
 

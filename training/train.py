@@ -68,12 +68,12 @@ from training.feature_tables import is_snapshot
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-    from sklearn.calibration import CalibratedClassifierCV
 
     from nudge.contract.manifest import FeatureInput
     from training.channel import Trained
     from training.datasets import TrainingFrame
     from training.export import Exported
+    from training.purchase_process import PurchaseProcess
     from training.report import Plots
     from training.split import TimeSplit
 
@@ -88,6 +88,9 @@ class Limits:
 
     propensity_train: int = 200_000
     propensity_test: int = 100_000
+    # the input candidates' trees (training/propensity_selection.py): half the training cap, so
+    # choosing costs about one fit of the final trees; both candidates see the same rows
+    propensity_selection_fit: int = 100_000
     send_time_train: int = 50_000  # the mixture has 14 weights: 50k vs 200k rows, same hit@3
     # as many as the final fit: a structure with more weights gains more from more rows, so
     # validating on fewer would bias the choice against it
@@ -395,18 +398,26 @@ class PropensitySet:
     train: np.ndarray  # bool per row; the rest are test rows
     rows_before_sampling: int
 
-    def fit(self, x: np.ndarray, seed: int) -> CalibratedClassifierCV:
+    def fit(self, x: np.ndarray, seed: int, process: PurchaseProcess | None = None) -> Any:
         """The shipped recipe on the train rows of ``x`` (this set's inputs, or more columns):
-        calibrated trees, folds grouped by customer, calibration weighted by recency."""
+        calibrated trees, folds grouped by customer, calibration weighted by recency; with a
+        ``process``, a pipeline whose first step appends the purchase-process columns."""
+        from sklearn.pipeline import Pipeline
+
         from training.propensity import fit_propensity, recency_weights
 
         rows, train = self.frame.rows, self.train
-        return fit_propensity(
-            x[train],
+        model = fit_propensity(
+            x[train] if process is None else process.transform(x[train]),
             self.y[train],
             rows.loc[train, "customer_id"].to_numpy(),
             seed,
             calibration_weight=recency_weights(rows.loc[train, "event_timestamp"]),
+        )
+        return (
+            model
+            if process is None
+            else Pipeline([("purchase_process", process), ("calibrated_trees", model)])
         )
 
 
@@ -438,13 +449,29 @@ def _train_propensity(run: Run) -> _Stage:
         CALIBRATION_HALF_LIFE_DAYS,
         fit_recency_frequency_baseline,
         positive_probability,
+        tree_inputs,
         trees_of,
     )
+    from training.propensity_selection import SELECTION_RULE, purchase_process_for, select_propensity
     from training.reasons import fit_reason_tables
+    from training.report import candidate_summary
 
     data = propensity_set(run)
     frame, x, y, train, test = data.frame, data.frame.x, data.y, data.train, ~data.train
-    model = data.fit(x, run.seed)
+    cutoff = frame.rows["event_timestamp"]
+    selection_rows = train & cutoff.ge(run.split.selection_start).to_numpy()
+    before = np.flatnonzero(train & (cutoff + run.split.horizon).le(run.split.selection_start).to_numpy())
+    fit_rows = np.isin(np.arange(len(y)), run.rng.permutation(before)[: run.limits.propensity_selection_fit])
+    selection = select_propensity(
+        x, y, frame.rows, (fit_rows, selection_rows, test), frame.features, run.split.horizon.days, run.seed
+    )
+    run.clock.done(
+        "propensity inputs chosen",
+        f"{selection.chosen.name} ({candidate_summary(selection.table, 'validation_roc_auc')})",
+    )
+    # The BG/NBD population on every training customer: the BG/NBD-only model and, if chosen, the inputs.
+    process = purchase_process_for(x, frame.rows, train, frame.features, run.split.horizon.days)
+    model = data.fit(x, run.seed, process if selection.chosen.purchase_process else None)
     baseline, baseline_columns = fit_recency_frequency_baseline(x[train], y[train], frame.features)
     run.clock.done("propensity fit", f"{trees_of(model).n_iter_} boosting rounds")
     reasons = fit_reason_tables(model, x[train], frame.features, run.seed)
@@ -455,8 +482,9 @@ def _train_propensity(run: Run) -> _Stage:
     scores = {
         "model": exported.probabilities[:, 1],
         "baseline": positive_probability(baseline, x_test[:, baseline_columns]),
+        "bgnbd": process.transform(x_test)[:, -1],
     }
-    uncalibrated = positive_probability(trees_of(model), x_test)
+    uncalibrated = positive_probability(trees_of(model), tree_inputs(model, x_test))
     if run.truth is not None:
         from training.simulate import true_purchase_probability
 
@@ -475,9 +503,17 @@ def _train_propensity(run: Run) -> _Stage:
         **measured["model"],
         "ece_uncalibrated": expected_calibration_error(y_test, uncalibrated),
         **{f"baseline_{k}": v for k, v in measured["baseline"].items()},
+        **{f"bgnbd_{k}": v for k, v in measured["bgnbd"].items()},
         **{f"oracle_{k}": measured["oracle"][k] if "oracle" in measured else None for k in measured["model"]},
         "model": "HistGradientBoostingClassifier + sigmoid calibration (out-of-fold, folds grouped by "
         f"customer, rows weighted by recency: half-life {CALIBRATION_HALF_LIFE_DAYS:g} days)",
+        "inputs": selection.chosen.name,
+        "candidates": selection.table,
+        "selection": SELECTION_RULE,
+        "bgnbd": {
+            **process.params.describe(),
+            "fitted_on": "each training customer's latest training cutoff",
+        },
         "boosting_rounds": int(trees_of(model).n_iter_),
         "ort_latency_ms": exported.latency_ms,
         "parity_max_abs_diff": exported.max_abs_diff,

@@ -26,6 +26,7 @@ REPORT_KEYS = {
         "brier",
         "ece",
         "baseline_roc_auc",
+        "bgnbd_roc_auc",
         "oracle_roc_auc",
     },
     "send_time": {
@@ -60,8 +61,16 @@ def test_models_learn_on_a_simulated_population(stack: Stack) -> None:
     assert set(candidates) == {"mixture", "logit"}
     assert [name for name, c in candidates.items() if c["chosen"]] == [s["model"]]
     assert candidates[s["model"]]["hit_at_3"] == max(c["hit_at_3"] for c in candidates.values())
+    # ... and the propensity inputs (with or without the BG/NBD posterior) the same way
+    inputs = p["candidates"]
+    assert set(inputs) == {"trees", "trees+bgnbd"}
+    assert [name for name, c in inputs.items() if c.get("chosen")] == [p["inputs"]]
+    best = max(round(c["validation_roc_auc"], 4) for c in inputs.values())  # ties at 4 decimals: the simpler
+    assert round(inputs[p["inputs"]]["validation_roc_auc"], 4) == best
+    assert 0.5 < p["bgnbd_roc_auc"] < 1.0 and p["bgnbd"]["r"] > 0 and p["bgnbd"]["alpha_days"] > 0
     html = (stack.models / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
+    assert "Propensity inputs compared" in html
 
 
 def test_exported_pair_loads_in_the_server(stack: Stack) -> None:
