@@ -23,6 +23,10 @@ from nudge.inputs import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("training.simulate", "Write simulated events, customers and ground truth."),
     "import-cdnow": ("training.cdnow", "Write the CDNOW purchase log (real data in lifetimes) as events."),
+    "import-completejourney": (
+        "training.completejourney",
+        "Write the Complete Journey baskets (real data with times of day) as events.",
+    ),
     "features": ("training.features", "Build the point-in-time feature tables Feast reads."),
     "train": ("training.train", "Train, evaluate and export both models from the Feast repo."),
     "load-states": ("service.load_states", "Load the live states nudge features built into the live store."),
@@ -41,12 +45,13 @@ TRAINING_EXTRA = frozenset({"sklearn", "skl2onnx", "onnx", "scipy", "matplotlib"
 
 
 def _top_parser() -> argparse.ArgumentParser:
+    width = max(map(len, COMMANDS))
     parser = argparse.ArgumentParser(
         prog="nudge",
         description="Purchase propensity and best send time over gRPC, from Feast features and ONNX models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {name:<15} {text}" for name, (_, text) in COMMANDS.items())
+        + "\n".join(f"  {name:<{width}} {text}" for name, (_, text) in COMMANDS.items())
         + "\n\nRun 'nudge COMMAND --help' for a command's options.",
     )
     parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")

@@ -26,14 +26,15 @@ The conversion, and what it has to invent:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 
-from nudge.inputs import UserError, check, positive_int, unwritable_dir
+from nudge.inputs import check, unwritable_dir
+from training import real_data
 
 PACKAGE = "lifetimes"
+REQUIREMENT = "lifetimes==0.11.3"
 DATA_FILE = Path("datasets") / "CDNOW_master.txt"
 TIME_ZONE = "America/New_York"
 LOCAL_HOUR = 12
@@ -41,45 +42,26 @@ RAW_COLUMNS = ("customer_id", "date", "number_of_cds", "dollar_value")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out", type=Path, required=True, help="writes OUT/events.parquet and OUT/customers.parquet"
-    )
-    parser.add_argument(
-        "--max-customers",
-        type=positive_int,
-        help="keep only the first N customer ids (all of their purchases); default: all 23,570",
-    )
+    real_data.add_arguments(parser, everyone="all 23,570")
 
 
 def run(args: argparse.Namespace) -> int:
     check(unwritable_dir(args.out, "--out"))
     source = cdnow_path()
     events, customers = convert(read_cdnow(source), args.max_customers)
-    args.out.mkdir(parents=True, exist_ok=True)
-    events.to_parquet(args.out / "events.parquet", index=False)
-    customers.to_parquet(args.out / "customers.parquet", index=False)
     first, last = events["event_timestamp"].min(), events["event_timestamp"].max()
     print(
         f"{source}: {len(events):,} purchases of {len(customers):,} customers, "
         f"{first.date()} to {last.date()}, each at {LOCAL_HOUR}:00 {TIME_ZONE} (CDNOW has dates only)"
     )
-    print(f"wrote {args.out / 'events.parquet'} and {args.out / 'customers.parquet'}")
+    real_data.write(args.out, events, customers)
     return 0
 
 
 def cdnow_path() -> Path:
-    """Where the installed ``lifetimes`` keeps CDNOW_master.txt, found without importing it."""
-    spec = importlib.util.find_spec(PACKAGE)  # a top-level name: locates, does not execute
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / DATA_FILE
-        if path.is_file():
-            return path
-    where = f" ({', '.join(locations)} has no {DATA_FILE})" if locations else ""
-    raise UserError(
-        f"the CDNOW data ships in the {PACKAGE} package, which is not installed{where}: "
-        f"pip install 'nudge[train]' (or pip install {PACKAGE}==0.11.3)"
-    )
+    """Where the installed ``lifetimes`` keeps CDNOW_master.txt (its modules pull in autograd,
+    which reading a text file does not need)."""
+    return real_data.packaged_file(PACKAGE, DATA_FILE, REQUIREMENT)
 
 
 def read_cdnow(path: Path) -> pd.DataFrame:
@@ -100,19 +82,8 @@ def convert(raw: pd.DataFrame, max_customers: int | None = None) -> tuple[pd.Dat
     ``max_customers`` keeps the first N customer ids in id order with all their lines, so a
     subset is a smaller population over the same 18 months, never a truncated history.
     """
-    if max_customers is not None:
-        kept = pd.Series(raw["customer_id"].unique()).sort_values().iloc[:max_customers]
-        raw = raw[raw["customer_id"].isin(kept)]
-    raw = raw.reset_index(drop=True)
+    raw = raw[real_data.first_customers(raw["customer_id"], max_customers)]
     local = pd.to_datetime(raw["date"], format="%Y%m%d") + pd.Timedelta(hours=LOCAL_HOUR)
-    events = pd.DataFrame(
-        {
-            "customer_id": raw["customer_id"],
-            # Noon is never in a DST gap or fold, so localising cannot fail or be ambiguous.
-            "event_timestamp": local.dt.tz_localize(TIME_ZONE).dt.tz_convert("UTC"),
-            "event_type": "purchase",
-            "amount": pd.to_numeric(raw["dollar_value"]).astype("float64"),
-        }
-    )
-    customers = pd.DataFrame({"customer_id": sorted(events["customer_id"].unique()), "time_zone": TIME_ZONE})
-    return events, customers
+    # Noon is never in a DST gap or fold, so localising cannot fail or be ambiguous.
+    at = local.dt.tz_localize(TIME_ZONE)
+    return real_data.purchase_tables(raw["customer_id"], at, pd.to_numeric(raw["dollar_value"]), TIME_ZONE)
