@@ -89,6 +89,9 @@ class Settings:
     )
     log_format: str = _opt("text", "'text' or 'json' (one JSON object per line, with request ids).")
     access_log: bool = _opt(False, "Log one line per RPC: method, status, duration, request id.")
+    access_log_every: int = _opt(
+        100, "Access log: one OK call in N per method and process (1: all); other statuses always."
+    )
     tracing: bool = _opt(False, "OpenTelemetry tracing of RPCs, feature fetch and inference.")
     tracing_exporter: str = _opt(
         "otlp", "'otlp' (gRPC, OTEL_EXPORTER_OTLP_* env) or 'console' (spans on stdout)."
@@ -173,7 +176,14 @@ def validate(settings: Settings) -> None:
     for name in ("quiet_start_hour", "quiet_end_hour"):
         if not 0 <= getattr(settings, name) <= 23:
             problems.append(f"{name} must be within 0..23")
-    for name in ("workers", "max_batch", "max_id_length", "top_slots", "max_message_bytes"):
+    for name in (
+        "workers",
+        "max_batch",
+        "max_id_length",
+        "top_slots",
+        "max_message_bytes",
+        "access_log_every",
+    ):
         if getattr(settings, name) < 1:
             problems.append(f"{name} must be >= 1")
     if not 0.0 <= settings.min_propensity <= 1.0:

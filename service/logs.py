@@ -8,10 +8,14 @@ cannot slip into a log line by accident. nudge itself never logs feature values 
 fields other than customer ids of a failed call.
 
 Request ids: the caller's ``x-request-id`` metadata (truncated to 128 printable characters),
-or an id generated when a record is first logged within an RPC that did not send one
-(generating ids nobody reads would be wasted work on every call). They are tracked with JSON
-logs or the access log (``--access-log``); ``metrics.RpcObserver`` binds the id to the RPC's
-asyncio task through a context variable, so any record logged while handling it carries it.
+or an id generated when none was sent. They are tracked with JSON logs or the access log
+(``--access-log``): the RPC's wrapper (service/rpc.py) binds the call itself to the RPC's
+asyncio task through a context variable, and the id is read from the call's metadata (or
+generated) only when a record is first logged within it: most calls log nothing, and reading
+metadata or generating ids nobody reads would be work on every call.
+
+The access log writes one OK call in ``--access-log-every`` (per method and process; 1: all)
+and every call answered with another status (refusals, errors), so it can stay on under load.
 
 Third-party noise is silenced by its exact origin, never wholesale: Feast's "Registry ... so
 refreshing" INFO lines (see ``configure``) here, known DeprecationWarnings in
@@ -25,16 +29,18 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
+
+import grpc
 
 from service.config import Settings
 
 REQUEST_ID_KEY = "x-request-id"
 MAX_REQUEST_ID = 128
-# None: no request id tracking here. "": an RPC without one; generated when first logged.
-_request_id: ContextVar[str | None] = ContextVar("nudge_request_id", default=None)
+# None: no request id tracking here. A call: its id is not read yet. A str: the call's id.
+_request_id: ContextVar[str | grpc.aio.ServicerContext | None] = ContextVar("nudge_request_id", default=None)
 _access = logging.getLogger("nudge.access")
 
 # Feast logs these at INFO on every registry read made without its cache, which is the default
@@ -52,15 +58,9 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 }
 
 
-def bind_request_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
-    """Take the RPC's ``x-request-id`` (or mark it to be generated) for its log records."""
-    for key, value in metadata or ():
-        if key == REQUEST_ID_KEY:
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-            clean = "".join(c for c in text[:MAX_REQUEST_ID] if c.isprintable())
-            _request_id.set(clean or new_request_id())
-            return
-    _request_id.set("")
+def bind_call(call: grpc.aio.ServicerContext) -> None:
+    """Make ``call`` the RPC whose request id this task's log records carry (read lazily)."""
+    _request_id.set(call)
 
 
 def new_request_id() -> str:
@@ -68,18 +68,42 @@ def new_request_id() -> str:
 
 
 def current_request_id() -> str | None:
-    """The request id of the RPC being handled (generating it if the caller sent none)."""
-    rid = _request_id.get()
-    if rid == "":
-        rid = new_request_id()
-        _request_id.set(rid)
+    """The request id of the RPC being handled: the caller's, else a generated one (both kept
+    for the rest of the call); None outside an RPC or when ids are not tracked."""
+    bound = _request_id.get()
+    if bound is None or isinstance(bound, str):
+        return bound
+    rid = _caller_request_id(bound.invocation_metadata()) or new_request_id()
+    _request_id.set(rid)
     return rid
 
 
-def access(method: str, code: str, elapsed_s: float) -> None:
-    """One access-log line for an RPC (``--access-log``): no request fields, no results."""
-    ms = round(elapsed_s * 1000, 3)
-    _access.info("%s %s %.3fms", method, code, ms, extra={"method": method, "code": code, "duration_ms": ms})
+def _caller_request_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            return "".join(c for c in text[:MAX_REQUEST_ID] if c.isprintable()) or None
+    return None
+
+
+def access_log(method: str, every: int) -> Callable[[grpc.StatusCode, float], None]:
+    """``access(code, seconds)`` for one method: logs one OK call in ``every`` and every other
+    call; no request fields, no results."""
+    seen = 0
+    info = _access.info
+
+    def access(code: grpc.StatusCode, elapsed_s: float) -> None:
+        nonlocal seen
+        if code is grpc.StatusCode.OK:
+            seen += 1
+            if seen < every:
+                return
+            seen = 0
+        ms = round(elapsed_s * 1000, 3)
+        name = code.name
+        info("%s %s %.3fms", method, name, ms, extra={"method": method, "code": name, "duration_ms": ms})
+
+    return access
 
 
 class RequestIdFilter(logging.Filter):

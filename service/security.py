@@ -9,12 +9,16 @@ Callers: with ``--auth-tokens-file`` or ``NUDGE_AUTH_TOKENS`` every RPC except h
 and server reflection needs ``authorization: Bearer <token>`` metadata. Missing or unknown
 token → UNAUTHENTICATED; a known token whose line in the file does not list the method →
 PERMISSION_DENIED. Tokens are compared in constant time against every configured token, so
-timing tells an attacker nothing about how much of a guess was right. The check runs before
-the request is decoded: an unauthenticated caller cannot make the server parse anything.
+timing tells an attacker nothing about how much of a guess was right. The check runs in each
+method's wrapper (service/rpc.py) before the request is decoded: an unauthenticated caller
+cannot make the server parse anything. Health checks and server reflection need no token:
+load balancers and probes check health; grpcurl and ghz need reflection before they can call
+anything. Neither reveals customer data.
 
-Hostile bytes: grpcio answers a request its deserializer rejects with UNKNOWN. The scoring
-service is registered here with deserializers that turn undecodable bytes (truncated, wrong
-wire types, invalid UTF-8) into INVALID_ARGUMENT naming the message type instead.
+Hostile bytes: grpcio answers a request its deserializer rejects with UNKNOWN. nudge's
+methods are registered without deserializers; their wrapper (service/rpc.py) parses, and turns
+undecodable bytes (truncated, wrong wire types, invalid UTF-8) into INVALID_ARGUMENT naming
+the message type instead.
 
 Client side: ``nudge.client.credentials``.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +38,6 @@ from nudge.inputs import UserError, read_pem
 from service.config import Settings
 
 log = logging.getLogger("nudge.security")
-
-# Always reachable without a token: load balancers and probes check health; grpcurl and ghz
-# need reflection before they can call anything. Neither reveals customer data.
-OPEN_SERVICES = (
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-    "/grpc.reflection.v1.ServerReflection/",
-)
 
 
 class SecurityError(UserError, ValueError):
@@ -143,53 +139,46 @@ def _full_method(name: str) -> str:
     return METHODS_BY_NAME.get(name, f"/{SCORING_SERVICE}/{name}")
 
 
-def _rejection(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A unary handler that fails the call without decoding the request (no deserializer).
-
-    It sets the status and returns instead of ``context.abort``, which would send the status
-    before the metrics wrapper had counted the call (see ``grpc_api.Refused``)."""
-
-    async def reject(_request: bytes, context: grpc.aio.ServicerContext) -> None:
-        context.set_code(code)
-        context.set_details(message)
-
-    return grpc.unary_unary_rpc_method_handler(reject)
+Refusal = tuple[grpc.StatusCode, str]
+"""The status and message a call is refused with (service/rpc.py ends the call with it)."""
 
 
-class BearerTokenAuth(grpc.aio.ServerInterceptor):
-    """Checks ``authorization: Bearer <token>`` on every RPC outside :data:`OPEN_SERVICES`.
+class BearerTokenAuth:
+    """Checks ``authorization: Bearer <token>``; built only when tokens are configured, so a
+    server without auth pays nothing.
 
-    Installed only when tokens are configured, so a server without auth pays nothing.
-    """
+    Health checks are registered open (service/rpc.py) and reflection is not wrapped at all,
+    so probes and grpcurl need no token; every other method's wrapper asks
+    :meth:`for_method`'s check before it parses the request."""
 
     def __init__(self, tokens: Sequence[Token]) -> None:
         if not tokens:
             raise ValueError("BearerTokenAuth needs at least one token")
         self._tokens = tuple(tokens)
-        self._missing = _rejection(
+
+    def for_method(self, method: str) -> Callable[[Iterable[tuple[str, str | bytes]] | None], Refusal | None]:
+        """The check of one method's calls: the call's metadata → None (allowed) or why not.
+        Its messages are built here, once per method."""
+        missing: Refusal = (
             grpc.StatusCode.UNAUTHENTICATED,
             "missing bearer token: send metadata 'authorization: Bearer <token>'",
         )
-        self._invalid = _rejection(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
-        self._denied: dict[str, grpc.RpcMethodHandler] = {}
+        invalid: Refusal = (grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
+        denied: Refusal = (grpc.StatusCode.PERMISSION_DENIED, f"this token may not call {method[:200]}")
+        match = self.match
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method
-        if method.startswith(OPEN_SERVICES):
-            return await continuation(handler_call_details)
-        presented = _bearer(handler_call_details.invocation_metadata)
-        if presented is None:
-            return self._missing
-        token = self.match(presented)
-        if token is None:
-            return self._invalid
-        if token.methods is not None and method not in token.methods:
-            return self._permission_denied(method)
-        return await continuation(handler_call_details)
+        def refusal(metadata: Iterable[tuple[str, str | bytes]] | None) -> Refusal | None:
+            presented = _bearer(metadata)
+            if presented is None:
+                return missing
+            token = match(presented)
+            if token is None:
+                return invalid
+            if token.methods is not None and method not in token.methods:
+                return denied
+            return None
+
+        return refusal
 
     def match(self, presented: bytes) -> Token | None:
         """The configured token equal to ``presented``, comparing against all of them in
@@ -199,14 +188,6 @@ class BearerTokenAuth(grpc.aio.ServerInterceptor):
             if hmac.compare_digest(token.secret, presented):
                 found = token
         return found
-
-    def _permission_denied(self, method: str) -> grpc.RpcMethodHandler:
-        handler = self._denied.get(method)
-        if handler is None:
-            handler = _rejection(grpc.StatusCode.PERMISSION_DENIED, f"this token may not call {method[:200]}")
-            if len(self._denied) < 64:  # method names come from callers: bound the cache
-                self._denied[method] = handler
-        return handler
 
 
 def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> bytes | None:
@@ -220,7 +201,7 @@ def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> bytes | None:
     return None
 
 
-def auth_interceptor(settings: Settings) -> BearerTokenAuth | None:
+def bearer_auth(settings: Settings) -> BearerTokenAuth | None:
     """The token check for these settings, or None when no tokens are configured."""
     tokens = load_tokens(settings)
     if not tokens:

@@ -34,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from nudge.contract.api import INGEST_METHODS, INGEST_SERVICE, SCORING_METHODS, SCORING_SERVICE
+from nudge.contract.api import INGEST_SERVICE, SCORING_SERVICE
 from nudge.contract.manifest import ManifestError
 from nudge.inputs import UserError, check, port_problem, user_errors
 from nudge.third_party import quiet_known_warnings
@@ -45,6 +45,7 @@ from service.models import check_served, load_latest
 from service.online.base import OnlineFeatureReader
 from service.online.live import LiveFeatures
 from service.reloader import ModelReloader
+from service.rpc import Method, Observation, add_service
 from service.scorer import CONTEXT_REFS, Scorer
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ if TYPE_CHECKING:
     from service.tracing import Tracing
 
 log = logging.getLogger("nudge.server")
+
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# How often a process moves its in-process metric tallies into the exported values (in a worker
+# of several, memory-mapped file writes): the most a worker's /metrics figures lag behind.
+METRICS_FLUSH_SECONDS = 1.0
 
 ReaderFactory = Callable[["FeatureStore", list[str]], OnlineFeatureReader]
 
@@ -118,26 +124,35 @@ def grpc_options(settings: config.Settings) -> list[tuple[str, int]]:
     ]
 
 
-def interceptors(
-    settings: config.Settings, metrics: Metrics | None, tracing: Tracing | None
-) -> list[grpc.aio.ServerInterceptor]:
-    """Only the interceptors a feature that is on needs; outermost first, so the trace and the
-    metrics also see calls the token check refuses."""
-    chain: list[grpc.aio.ServerInterceptor] = []
-    if tracing is not None:
-        chain.append(tracing.interceptor())
-    request_ids = settings.log_format == "json" or settings.access_log
-    if metrics is not None or request_ids:
-        from service.metrics import RpcObserver
+def observation(settings: config.Settings, metrics: Metrics | None) -> Observation:
+    """What every method's wrapper does besides the method (service/rpc.py), from the settings.
 
-        methods = [*SCORING_METHODS, *INGEST_METHODS, "/grpc.health.v1.Health/Check"]
-        chain.append(
-            RpcObserver(metrics, access_log=settings.access_log, request_ids=request_ids, methods=methods)
-        )
-    auth = security.auth_interceptor(settings)
-    if auth is not None:
-        chain.append(auth)
-    return chain
+    Request ids are tracked only where a record can carry them: JSON logs or the access log."""
+    return Observation(
+        metrics=metrics,
+        auth=security.bearer_auth(settings),
+        request_ids=settings.log_format == "json" or settings.access_log,
+        access_log=settings.access_log,
+        access_log_every=settings.access_log_every,
+    )
+
+
+def add_health_service(server: grpc.aio.Server, health: HealthServicer, observed: Observation) -> None:
+    """grpc.health.v1 with Check wrapped like nudge's methods (counted, open without a token),
+    unless nothing observes it: then it is registered as grpc_health registers it, so the no-op
+    baseline costs what grpc.aio's own no-op costs. Watch (a stream) is never wrapped."""
+    if observed.metrics is None and not observed.access_log:
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        return
+    watch = grpc.unary_stream_rpc_method_handler(
+        health.Watch,
+        request_deserializer=health_pb2.HealthCheckRequest.FromString,
+        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+    )
+    check = Method(
+        "Check", health.Check, health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse, open=True
+    )
+    add_service(server, HEALTH_SERVICE, [check], observed, Watch=watch)
 
 
 async def serve(settings: config.Settings, metrics: Metrics | None = None) -> None:
@@ -156,20 +171,17 @@ async def serve(settings: config.Settings, metrics: Metrics | None = None) -> No
 
 async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tracing | None) -> None:
     try:
-        chain = interceptors(settings, metrics, tracing)
+        observed = observation(settings, metrics)
     except security.SecurityError as exc:
         raise StartupError(f"refusing to start: {exc}") from exc
+    # Tracing's interceptor is the only one, and only when tracing is on (outermost: the trace
+    # also sees calls the token check refuses).
+    chain = [tracing.interceptor()] if tracing is not None else []
     server = grpc.aio.server(options=grpc_options(settings), interceptors=chain)
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_health_service(server, health_servicer, observed)
     reflection.enable_server_reflection(
-        [
-            SCORING_SERVICE,
-            INGEST_SERVICE,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
+        [SCORING_SERVICE, INGEST_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME], server
     )
     for name in ("", SCORING_SERVICE, INGEST_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -178,10 +190,14 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     except security.SecurityError as exc:
         raise StartupError(f"refusing to start: {exc}") from exc
     servicer = ScoringServicer()
-    add_scoring_service(servicer, server)
+    add_scoring_service(servicer, server, observed)
     ingest_servicer = IngestServicer()
-    add_ingest_service(ingest_servicer, server)
+    add_ingest_service(ingest_servicer, server, observed)
     started = time.monotonic()
+    flusher = None
+    if metrics is not None:
+        metrics.attach(asyncio.get_running_loop())
+        flusher = asyncio.create_task(metrics.flush_every(METRICS_FLUSH_SECONDS))
     await server.start()
     try:
         # Built on the loop's thread: store connections (sqlite3) belong to the thread using them.
@@ -219,6 +235,9 @@ async def _serve(settings: config.Settings, metrics: Metrics | None, tracing: Tr
     log.info("draining: NOT_SERVING, %.1fs grace for in-flight calls", settings.grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
+    if flusher is not None:
+        flusher.cancel()  # it flushes once more: the drained calls are counted too
+        await asyncio.gather(flusher, return_exceptions=True)
     if ingestor is not None:
         ingestor.close()
     log.info("stopped")

@@ -66,71 +66,47 @@ def client_of(client: RedisClient) -> redis.Redis | RedisCluster:
     return client.get() if isinstance(client, ClusterClient) else client
 
 
-class RedisFeatureReader:
-    """Reads Feast's Redis online store: one round trip per node for all customers.
+class PackedCommand:
+    """One Redis command for many keys (``NAME <key> ARGS...``): one round trip per node.
 
-    Feast keeps all of an entity's features in one hash per entity key (every view's fields and
-    ``_ts`` fields), so one ``HMGET`` of exactly the needed fields per customer reads everything,
-    on one node or on the cluster node owning the key's slot. A read sends each node's HMGETs in
-    one write, all writes before any read, then reads the replies: one round trip per node
-    touched, overlapping. The commands are RESP encoded by hand from parts built once (only the
-    key changes per customer), on connections the reader keeps checked out of each node's pool
-    between reads: redis-py's pipeline and pool bookkeeping cost more than the round trip itself
-    (docs/benchmarks.md, "Figures behind choices in the code").
+    Each node's commands go out in one write, all writes before any read, then the replies
+    are read: one round trip per node touched, overlapping. The commands are RESP encoded by
+    hand from parts built once (only the key changes), on connections kept checked out of each
+    node's pool between calls: redis-py's pipeline and pool bookkeeping cost more than the round
+    trip itself (docs/benchmarks.md, "Figures behind choices in the code").
 
-    Connections are taken out of small free lists (one per node) for the duration of a read and
-    put back after it, so concurrent reads from several threads each use their own. A read that
+    Connections are taken out of small free lists (one per node) for the duration of a call and
+    put back after it, so concurrent calls from several threads each use their own. A call that
     fails in any way disconnects its connections (unread replies must not be left on them); the
-    next read through them reconnects, so a restarted Redis is used again without restarting
-    nudge. Every socket operation (connect, send, each receive) is bounded by ``timeout_s`` and
-    there are no retries, so a read against a dead or hung Redis fails within about one timeout
-    instead of redis-py's default retries with backoff (seconds).
+    next call through them reconnects, so a restarted Redis is used again without restarting
+    nudge. Every socket operation (connect, send, each receive) is bounded by the client's
+    timeout and there are no retries, so a call against a dead or hung Redis fails within about
+    one timeout instead of redis-py's default retries with backoff (seconds).
 
-    On a cluster, keys are routed by redis-py's slot map; a failed read also refreshes the map (a
-    failed node's slots may have moved to a replica). A read that meets ``MOVED`` or ``ASK``
-    (slots moving between nodes) is done again through redis-py's cluster pipeline, which follows
-    the redirections and updates the map, so the next read takes the fast path again.
+    On a cluster, keys are routed by redis-py's slot map; a failed call also refreshes the map (a
+    failed node's slots may have moved to a replica). ``MOVED`` or ``ASK`` (slots moving between
+    nodes) raise ``AskError``: the caller does the call again through redis-py's cluster pipeline,
+    which follows the redirections and updates the map, so the next call takes the fast path.
     """
 
-    def __init__(self, layout: Layout, client: RedisClient) -> None:
-        from feast.infra.online_stores.helpers import _mmh3
-
-        self._layout = layout
+    def __init__(self, client: RedisClient, name: bytes, args: Sequence[bytes] = ()) -> None:
         self._client = client
-        self.feature_refs = layout.feature_refs
-        self._key_suffix = layout.project.encode()
-        # The features' fields in the layout's flat order, then each view's ``_ts`` field.
-        fields = [_mmh3(f"{v.storage_name}:{feature}") for v in layout.views for feature in v.features]
-        fields += [f"_ts:{view.storage_name}".encode() for view in layout.views]
-        self._fields = fields
-        self._feature_count = len(self.feature_refs)
-        # RESP array of bulk strings: HMGET <key> <field>...; the key goes in between.
-        self._command_head = b"*%d\r\n" % (len(fields) + 2) + _resp_bulk(b"HMGET")
-        self._command_tail = b"".join(map(_resp_bulk, fields))
+        # RESP array of bulk strings: NAME <key> ARGS...; the key goes in between.
+        self._head = b"*%d\r\n" % (len(args) + 2) + _resp_bulk(name)
+        self._tail = b"".join(map(_resp_bulk, args))
         self._free: dict[ConnectionPool, list[Connection]] = {}
 
-    def read(self, customer_ids: Sequence[str], now: datetime) -> list[CustomerFeatures]:
-        """One ``HMGET`` of exactly the needed fields per customer, one round trip per node."""
-        if not customer_ids:
-            return []
-        entity_key, suffix = self._layout.entity_key, self._key_suffix
-        keys = [entity_key(customer_id) + suffix for customer_id in customer_ids]
-        try:
-            replies = self._round_trips(keys)
-        except AskError:  # MOVED is an AskError too
-            if not isinstance(self._client, ClusterClient):
-                raise
-            replies = self._redirected(self._client, keys)
-        count = self._feature_count
-        return [
-            self._layout.assemble(customer_id, reply, [_redis_event_time(b) for b in reply[count:]], now)
-            for customer_id, reply in zip(customer_ids, replies, strict=True)
-        ]
+    def __call__(self, keys: Sequence[bytes]) -> list[Any]:
+        """The reply to the command for each key, in order.
 
-    def _round_trips(self, keys: list[bytes]) -> list[list[bytes | None]]:
-        """Send each node its packed commands, then read every reply, on connections of our own."""
-        head, tail = self._command_head, self._command_tail
-        replies: list[list[bytes | None]] = [[] for _ in keys]
+        Raises:
+            redis.ConnectionError, redis.TimeoutError, RedisClusterException: Redis unreachable.
+            AskError: on a cluster, a key's slot is moving (see the class docstring).
+        """
+        if not keys:
+            return []
+        head, tail = self._head, self._tail
+        replies: list[Any] = [None] * len(keys)
         taken: list[tuple[ConnectionPool, Connection, list[int]]] = []
         try:
             for pool, indices in self._by_node(keys).items():
@@ -142,12 +118,12 @@ class RedisFeatureReader:
             for _, connection, indices in taken:
                 for i in indices:
                     replies[i] = connection.read_response()
-        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException):
             for _, connection, _ in taken:
                 connection.disconnect()
             if isinstance(self._client, ClusterClient):
                 self._client.refresh()
-            raise FeatureStoreUnavailable(f"Redis online store: {exc}") from exc
+            raise
         except BaseException:
             for _, connection, _ in taken:
                 connection.disconnect()  # e.g. an error reply (MOVED): the rest were never read
@@ -157,7 +133,7 @@ class RedisFeatureReader:
                 self._free.setdefault(pool, []).append(connection)
         return replies
 
-    def _by_node(self, keys: list[bytes]) -> dict[ConnectionPool, list[int]]:
+    def _by_node(self, keys: Sequence[bytes]) -> dict[ConnectionPool, list[int]]:
         """The keys' indices grouped by the connection pool of the node that owns them."""
         if isinstance(self._client, redis.Redis):
             return {self._client.connection_pool: list(range(len(keys)))}
@@ -176,6 +152,56 @@ class RedisFeatureReader:
         except (KeyError, IndexError):
             return pool.get_connection()  # type: ignore[call-arg]  # types-redis 4.6: command_name
 
+    def close(self) -> None:
+        """Give the kept connections back to their pools."""
+        for pool, connections in self._free.items():
+            while connections:
+                pool.release(connections.pop())
+
+
+class RedisFeatureReader:
+    """Reads Feast's Redis online store: one round trip per node for all customers.
+
+    Feast keeps all of an entity's features in one hash per entity key (every view's fields and
+    ``_ts`` fields), so one ``HMGET`` of exactly the needed fields per customer reads everything,
+    on one node or on the cluster node owning the key's slot, sent as a :class:`PackedCommand`
+    (its docstring says how connections, failures and cluster redirections are handled).
+    """
+
+    def __init__(self, layout: Layout, client: RedisClient) -> None:
+        from feast.infra.online_stores.helpers import _mmh3
+
+        self._layout = layout
+        self._client = client
+        self.feature_refs = layout.feature_refs
+        self._key_suffix = layout.project.encode()
+        # The features' fields in the layout's flat order, then each view's ``_ts`` field.
+        fields = [_mmh3(f"{v.storage_name}:{feature}") for v in layout.views for feature in v.features]
+        fields += [f"_ts:{view.storage_name}".encode() for view in layout.views]
+        self._fields = fields
+        self._feature_count = len(self.feature_refs)
+        self._hmget = PackedCommand(client, b"HMGET", fields)
+
+    def read(self, customer_ids: Sequence[str], now: datetime) -> list[CustomerFeatures]:
+        """One ``HMGET`` of exactly the needed fields per customer, one round trip per node."""
+        if not customer_ids:
+            return []
+        entity_key, suffix = self._layout.entity_key, self._key_suffix
+        keys = [entity_key(customer_id) + suffix for customer_id in customer_ids]
+        try:
+            replies = self._hmget(keys)
+        except AskError:  # MOVED is an AskError too
+            if not isinstance(self._client, ClusterClient):
+                raise
+            replies = self._redirected(self._client, keys)
+        except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
+            raise FeatureStoreUnavailable(f"Redis online store: {exc}") from exc
+        count = self._feature_count
+        return [
+            self._layout.assemble(customer_id, reply, [_redis_event_time(b) for b in reply[count:]], now)
+            for customer_id, reply in zip(customer_ids, replies, strict=True)
+        ]
+
     def _redirected(self, client: ClusterClient, keys: list[bytes]) -> list[list[bytes | None]]:
         """The read again through redis-py's cluster pipeline (it follows MOVED and ASK)."""
         try:
@@ -188,9 +214,7 @@ class RedisFeatureReader:
         return replies
 
     def close(self) -> None:
-        for pool, connections in self._free.items():
-            while connections:
-                pool.release(connections.pop())
+        self._hmget.close()
         self._client.close()
 
 
@@ -207,14 +231,24 @@ def _redis_event_time(blob: bytes | None) -> datetime | None:
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1_000_000_000.0, tz=UTC)
 
 
+UNIX_SCHEME = "unix://"
+"""A connection string starting ``unix://`` names a Unix socket: ``unix:///run/redis.sock``."""
+
+
 def redis_client(connection_string: str, timeout_s: float) -> redis.Redis:
     """A pooled client for Feast's connection string of one node (``host:port,password=..,
-    ssl=..,db=..``).
+    ssl=..,db=..``), or for a Unix socket (``unix:///path/redis.sock`` and the same options).
 
     Parsed with Feast's own parser so every option Feast accepts means the same here;
     nudge's timeout replaces any ``socket_timeout`` in the string, and there are no retries.
+    The socket skips the loopback TCP stack on every round trip when Redis runs on the same
+    machine (docs/benchmarks.md); it is nudge's own reader's and live store's: Feast's CLI and
+    SDK do not read ``unix://``, so ``feast materialize`` needs a ``host:port`` configuration.
     """
     nodes, options = _parse(connection_string, timeout_s)
+    if connection_string.startswith(UNIX_SCHEME):
+        path = connection_string.removeprefix(UNIX_SCHEME).split(",", 1)[0]
+        return redis.Redis(unix_socket_path=path, retry=Retry(NoBackoff(), 0), **options)
     host, port = nodes[0]["host"], int(nodes[0]["port"])
     return redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **options)
 
@@ -222,6 +256,8 @@ def redis_client(connection_string: str, timeout_s: float) -> redis.Redis:
 def cluster_client(connection_string: str, timeout_s: float) -> ClusterClient:
     """A cluster client for Feast's connection string of a cluster (``host:port,host:port,...``
     and the same options, less ``db``), made at first use; the same timeouts, no retries."""
+    if connection_string.startswith(UNIX_SCHEME):
+        raise ValueError("a Redis Cluster is reached over TCP: list its nodes as host:port, not unix://")
     nodes, options = _parse(connection_string, timeout_s)
     startup = [ClusterNode(node["host"], int(node["port"])) for node in nodes]
     return ClusterClient(lambda: RedisCluster(startup_nodes=startup, retry=Retry(NoBackoff(), 0), **options))

@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from nudge.v1 import scoring_pb2 as pb
 from nudge.v1 import scoring_pb2_grpc
-from tests.support.ops import delta, matching, scrape, value
+from tests.support.ops import delta, matching, scrape, scrape_until, value
 from tests.support.stack import ServerProcess, Stack, free_port, timestamp
 
 SCORE = "nudge.v1.ScoringService/Score"
@@ -31,9 +31,18 @@ def known_customers(stack: Stack, n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def observed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, int]]:
-    """One process with metrics, JSON logs and the access log on."""
+    """One process with metrics, JSON logs and the access log on, logging every call."""
     port = free_port()
-    flags = ("--metrics-port", str(port), "--log-format", "json", "--access-log", "true")
+    flags = (
+        "--metrics-port",
+        str(port),
+        "--log-format",
+        "json",
+        "--access-log",
+        "true",
+        "--access-log-every",
+        "1",
+    )
     log = tmp_path_factory.mktemp("observed") / "server.log"
     with ServerProcess(stack, *flags, log_path=log) as server:
         yield server, port
@@ -129,6 +138,32 @@ def test_json_logs_carry_the_request_id_and_no_feature_values(
         assert secret and secret not in text
 
 
+def test_access_log_samples_ok_calls_and_logs_every_refusal(stack: Stack, tmp_path: Path) -> None:
+    """By default one OK call in 100 per method is logged (here 1 in 50); every call answered
+    with another status is, whatever the sampling: bad requests and calls without a token."""
+    token = "tok-access-log"
+    env = {"NUDGE_AUTH_TOKENS": token}
+    flags = ("--log-format", "json", "--access-log", "true", "--access-log-every", "50")
+    with (
+        ServerProcess(stack, *flags, env=env, log_path=tmp_path / "server.log") as server,
+        server.channel() as channel,
+    ):
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        auth = (("authorization", f"Bearer {token}"),)
+        customer = known_customers(stack, 1)[0]
+        for _ in range(120):
+            stub.Score(
+                pb.ScoreRequest(customer_id=customer, now=timestamp(stack.as_of)), metadata=auth, timeout=5
+            )
+        for metadata in (auth, auth, auth, None, None):  # 3 bad requests, 2 without a token
+            with pytest.raises(grpc.RpcError):
+                stub.Score(pb.ScoreRequest(customer_id=""), metadata=metadata, timeout=5)
+        log = server.log()
+    lines = [e for e in json_lines(log) if e.get("logger") == "nudge.access" and e["method"] == SCORE]
+    codes = sorted(e["code"] for e in lines)
+    assert codes == ["INVALID_ARGUMENT"] * 3 + ["OK"] * 2 + ["UNAUTHENTICATED"] * 2, codes
+
+
 @pytest.fixture(scope="module")
 def two_workers(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
@@ -155,7 +190,7 @@ def test_two_workers_metrics_sum_on_one_port(
             for cid in ids:
                 stub.Score(pb.ScoreRequest(customer_id=cid, now=timestamp(stack.as_of)), timeout=5)
                 calls += 1
-    after = scrape(port)
+    after = scrape_until(port, before, "nudge_grpc_requests_total", calls, method=SCORE, code="OK")
 
     assert delta(before, after, "nudge_grpc_requests_total", method=SCORE, code="OK") == calls
     assert delta(before, after, "nudge_grpc_request_duration_seconds_count", method=SCORE, code="OK") == calls

@@ -147,7 +147,7 @@ def test_bad_or_missing_token_is_unauthenticated(
 
 
 def test_refusals_are_counted_under_the_method_called(tls_server: ServerProcess) -> None:
-    """Rejections share one handler for all methods; metrics must still name the method."""
+    """A refusal is counted under the method called; a made-up method is not counted at all."""
     port = int(tls_server.env["NUDGE_METRICS_PORT"])
     before = scrape(port)
     with tls_server.channel() as channel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,9 +139,10 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(port: int) -> Samples:
-    """Every sample of the /metrics page, keyed by (sample name, labels). One read, no waiting:
-    the server counts a call before its status leaves (grpc_api.Refused), so a call the
-    client has seen answered is already counted."""
+    """Every sample of the /metrics page, keyed by (sample name, labels). One read, no waiting,
+    for a lone server process: it counts a call before its status leaves (service/rpc.py) and
+    flushes its tallies before each scrape, so a call the client has seen answered is already
+    counted. Workers of several flush to the parent within a second: :func:`scrape_until`."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     samples: Samples = {}
@@ -161,3 +163,15 @@ def matching(samples: Samples, name: str) -> list[tuple[dict[str, str], float]]:
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
+
+
+def scrape_until(port: int, before: Samples, name: str, expected: float, **labels: str) -> Samples:
+    """Scrapes until ``name{labels}`` has moved by ``expected`` since ``before`` (workers flush
+    their tallies at most once a second), or for 5 s; the last scrape either way. The flush
+    writes the requests counter last, so once it shows a call, the rest of that call is there."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        after = scrape(port)
+        if delta(before, after, name, **labels) >= expected or time.monotonic() > deadline:
+            return after
+        time.sleep(0.1)

@@ -69,6 +69,7 @@ class RedisServer:
     host: str
     port: int
     process: subprocess.Popen[bytes]
+    unix_socket: Path | None = None
 
     @property
     def address(self) -> str:
@@ -85,8 +86,15 @@ class RedisServer:
                 self.process.wait()
 
 
-def start_redis(port: int | None = None, data_dir: Path | None = None, cluster: bool = False) -> RedisServer:
+def start_redis(
+    port: int | None = None,
+    data_dir: Path | None = None,
+    cluster: bool = False,
+    unix_socket: Path | None = None,
+) -> RedisServer:
     """Start a throw-away redis-server on a free port; fail loudly if it cannot start.
+
+    With ``unix_socket`` it also listens on that Unix socket (owner only).
 
     With ``data_dir`` it keeps an RDB snapshot there (written by SAVE, loaded at start), so a
     test can kill it and bring the same data back. With ``cluster`` it starts as a cluster node
@@ -101,6 +109,8 @@ def start_redis(port: int | None = None, data_dir: Path | None = None, cluster: 
         assert data_dir is not None, "a cluster node keeps its nodes.conf in data_dir"
         persistence += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         persistence += ["--cluster-port", str(free_port())]
+    if unix_socket is not None:
+        persistence += ["--unixsocket", str(unix_socket), "--unixsocketperm", "700"]
     proc = subprocess.Popen(
         [
             binary,
@@ -121,7 +131,7 @@ def start_redis(port: int | None = None, data_dir: Path | None = None, cluster: 
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return RedisServer("127.0.0.1", port, proc)
+                return RedisServer("127.0.0.1", port, proc, unix_socket)
         except OSError:
             if proc.poll() is not None:
                 break
