@@ -9,23 +9,23 @@ Nothing here scores or ingests anything; the Scorer and the Ingestor do. Mapping
   anything else                                                → INTERNAL, logged with the id only
   bytes that are not the request message                       → INVALID_ARGUMENT
 
-Handlers end a call with a status by raising :class:`Refused`, never ``context.abort``:
-abort sends the status at once, before the metrics and access-log wrappers (which run around
-the handler) have counted the call, so a caller could see its error before the counter moved.
-The one wrapper every handler is registered with (:func:`add_scoring_service`,
-:func:`add_ingest_service`) turns ``Refused`` into the call's status, sent when the handler
-returns.
+Handlers end a call with a status by raising :class:`service.rpc.Refused`, never
+``context.abort``: abort sends the status at once, before the method's wrapper has counted the
+call, so a caller could see its error before the counter moved. The one wrapper every method is
+registered with (service/rpc.py, via :func:`add_scoring_service` and :func:`add_ingest_service`)
+turns ``Refused`` into the call's status, sent when the handler returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 import grpc
-from google.protobuf.message import DecodeError
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nudge.contract.api import INGEST_SERVICE, SCORING_SERVICE
@@ -40,7 +40,17 @@ from service.ingest import (
     Outcome,
 )
 from service.policy import Reminder
-from service.scorer import InvalidQuery, ScoreQuery, Scorer, ScoreResult, StoreUnavailable
+from service.rpc import Method, Observation, Refused, add_service
+from service.scorer import (
+    UNSET,
+    InvalidQuery,
+    Queries,
+    ScoreQuery,
+    Scorer,
+    ScoreResult,
+    Scores,
+    StoreUnavailable,
+)
 from service.zones import TABLE_END_S, TABLE_START_S
 
 log = logging.getLogger("nudge.grpc")
@@ -71,9 +81,14 @@ def _time(ts: Timestamp, present: bool, name: str = "time") -> datetime | None:
     INVALID_ARGUMENT, not INTERNAL."""
     if not present:
         return None
+    return _EPOCH + timedelta(microseconds=_time_us(ts, name))
+
+
+def _time_us(ts: Timestamp, name: str) -> int:
+    """:func:`_time` in µs since the epoch (ScoreBatch's columns)."""
     if not TABLE_START_S <= ts.seconds <= TABLE_END_S or not 0 <= ts.nanos <= 999_999_999:
         raise InvalidQuery(f"{name} must be a valid time between 1970-01-01 and 2100-01-01 UTC")
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
 def _set_time(stamp: Timestamp, when: datetime) -> None:
@@ -178,15 +193,6 @@ def _set_reminder(message: pb.Reminder, reminder: Reminder) -> None:
     message.reason = reminder.reason
 
 
-class Refused(Exception):
-    """End the call with ``code`` and ``message`` (see the module docstring for why not abort)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     """nudge.v1.ScoringService over a Scorer."""
 
@@ -214,26 +220,68 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"batch of {len(request.requests)} customers exceeds the limit of {limit}",
             )
-        outcomes = _run(scorer, request.requests)
-        batch = pb.ScoreBatchResponse()
-        for req, outcome in zip(request.requests, outcomes, strict=True):
-            result = batch.results.add()
-            if isinstance(outcome, InvalidQuery):
-                result.error.customer_id = req.customer_id
-                result.error.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-                result.error.message = str(outcome)
-            else:
-                to_response(outcome, result.response)
-        return batch
+        requests = request.requests
+        with _scoring_errors(requests):
+            scores = scorer.score_queries(to_batch_queries(requests))
+        return to_batch_response(requests, scores)
+
+
+def to_batch_queries(requests: Sequence[pb.ScoreRequest]) -> Queries:
+    """A batch's requests as the core's query columns: unset times UNSET and absent quiet hours
+    (-1, -1), for the core to default; a request that does not convert (a time out of range, an
+    unknown channel) gets the error :func:`to_query` would raise in its row."""
+    n = len(requests)
+    times = np.full((n, 3), UNSET, dtype=np.int64)
+    quiet = np.full((n, 2), -1, dtype=np.int64)
+    channels = ["UNSPECIFIED"] * n
+    errors = np.full(n, None, dtype=object)
+    for i, r in enumerate(requests):
+        try:
+            if r.HasField("now"):
+                times[i, 0] = _time_us(r.now, "now")
+            if r.HasField("window_start"):
+                times[i, 1] = _time_us(r.window_start, "window_start")
+            if r.HasField("window_end"):
+                times[i, 2] = _time_us(r.window_end, "window_end")
+            if r.HasField("quiet_hours"):
+                quiet[i] = (r.quiet_hours.start_hour, r.quiet_hours.end_hour)
+            channels[i] = _channel(r.channel)
+        except InvalidQuery as exc:
+            errors[i] = str(exc)
+    ids = [r.customer_id for r in requests]
+    return Queries(ids, times[:, 0], times[:, 1], times[:, 2], quiet, channels, errors)
+
+
+def to_batch_response(requests: Sequence[pb.ScoreRequest], scores: Scores) -> pb.ScoreBatchResponse:
+    """The batch's answers in request order: each customer's response, or its error."""
+    batch = pb.ScoreBatchResponse()
+    for i, req in enumerate(requests):
+        result = batch.results.add()
+        outcome = scores.result(i)
+        if isinstance(outcome, InvalidQuery):
+            result.error.customer_id = req.customer_id
+            result.error.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            result.error.message = str(outcome)
+        else:
+            to_response(outcome, result.response)
+    return batch
 
 
 def _run(scorer: Scorer, requests: Sequence[pb.ScoreRequest]) -> list[ScoreResult | InvalidQuery]:
-    try:
+    with _scoring_errors(requests):
         queries, rejected = to_queries(requests)
         results = scorer.score(queries)
-        for i, error in rejected:  # ascending: each lands at its request's position
-            results.insert(i, error)
-        return results
+    for i, error in rejected:  # ascending: each lands at its request's position
+        results.insert(i, error)
+    return results
+
+
+@contextlib.contextmanager
+def _scoring_errors(requests: Sequence[pb.ScoreRequest]) -> Iterator[None]:
+    """A store failure becomes UNAVAILABLE; anything unexpected INTERNAL, logged with the
+    first customer ids (the caller gets no stack trace)."""
+    try:
+        yield
     except StoreUnavailable as exc:
         raise Refused(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
     except Exception as exc:
@@ -335,75 +383,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 # --------------------------------------------------------------------------- registration
 
 
-class Undecodable:
-    """What the lenient deserializer hands the handler for bytes that are not the message."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def _lenient(message: Any) -> Callable[[bytes], Any]:
-    parse = message.FromString
-    name = message.DESCRIPTOR.full_name
-
-    def deserialize(raw: bytes) -> Any:
-        try:
-            return parse(raw)
-        except (DecodeError, ValueError, RecursionError):
-            return Undecodable(f"request is not a valid {name}")
-
-    return deserialize
+def add_scoring_service(servicer: ScoringServicer, server: grpc.aio.Server, observation: Observation) -> None:
+    """Register ``servicer`` as nudge.v1.ScoringService, each method with its wrapper
+    (service/rpc.py: undecodable requests → INVALID_ARGUMENT, :class:`Refused` → its status)."""
+    methods = [
+        Method("Score", servicer.Score, pb.ScoreRequest, pb.ScoreResponse),
+        Method("ScoreBatch", servicer.ScoreBatch, pb.ScoreBatchRequest, pb.ScoreBatchResponse),
+    ]
+    add_service(server, SCORING_SERVICE, methods, observation)
 
 
-def _answering(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Any:
-    """The handler as registered: undecodable bytes and :class:`Refused` become the status."""
-
-    async def answering(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            if type(request) is Undecodable:
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-            return await behavior(request, context)
-        except Refused as refused:
-            context.set_code(refused.code)
-            context.set_details(refused.message)
-            return None  # grpc.aio sends no message with a non-OK status
-
-    return answering
-
-
-def add_scoring_service(servicer: ScoringServicer, server: grpc.aio.Server) -> None:
-    """Register ``servicer`` as nudge.v1.ScoringService, like the generated
-    ``add_ScoringServiceServicer_to_server`` but answering undecodable requests with
-    INVALID_ARGUMENT (grpcio would say UNKNOWN) and :class:`Refused` with its status."""
-    handlers = {
-        "Score": grpc.unary_unary_rpc_method_handler(
-            _answering(servicer.Score),
-            request_deserializer=_lenient(pb.ScoreRequest),
-            response_serializer=pb.ScoreResponse.SerializeToString,
-        ),
-        "ScoreBatch": grpc.unary_unary_rpc_method_handler(
-            _answering(servicer.ScoreBatch),
-            request_deserializer=_lenient(pb.ScoreBatchRequest),
-            response_serializer=pb.ScoreBatchResponse.SerializeToString,
-        ),
-    }
-    _add_service(server, SCORING_SERVICE, handlers)
-
-
-def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+def add_ingest_service(servicer: IngestServicer, server: grpc.aio.Server, observation: Observation) -> None:
     """Register ``servicer`` as nudge.v1.IngestService, as :func:`add_scoring_service` does."""
-    handlers = {
-        "Ingest": grpc.unary_unary_rpc_method_handler(
-            _answering(servicer.Ingest),
-            request_deserializer=_lenient(ingest_pb2.IngestRequest),
-            response_serializer=ingest_pb2.IngestResponse.SerializeToString,
-        ),
-    }
-    _add_service(server, INGEST_SERVICE, handlers)
-
-
-def _add_service(server: grpc.aio.Server, name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
+    methods = [Method("Ingest", servicer.Ingest, ingest_pb2.IngestRequest, ingest_pb2.IngestResponse)]
+    add_service(server, INGEST_SERVICE, methods, observation)

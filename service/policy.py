@@ -156,7 +156,7 @@ def _validate_quiet_hours(quiet: tuple[int, int]) -> None:
 
 
 @functools.cache
-def _allowed_hours(quiet: tuple[int, int]) -> npt.NDArray[np.bool_]:
+def allowed_hours(quiet: tuple[int, int]) -> npt.NDArray[np.bool_]:
     """For each local hour 0-23, whether sending is allowed (cached: 576 possible pairs).
 
     Quiet hours are [start, end); start > end wraps midnight (22 → 7 is 22:00-06:59) and
@@ -170,14 +170,14 @@ def _allowed_hours(quiet: tuple[int, int]) -> npt.NDArray[np.bool_]:
     return allowed
 
 
-def _to_us(moment: datetime, name: str) -> int:
+def to_us(moment: datetime, name: str) -> int:
     """Microseconds since the epoch of a timezone-aware datetime."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise PolicyInputError(f"{name} must be timezone-aware, got naive {moment.isoformat()}")
     return (moment - _EPOCH) // _ONE_US
 
 
-def _to_datetime(us: int) -> datetime:
+def to_datetime(us: int) -> datetime:
     """The UTC datetime of microseconds since the epoch."""
     return _EPOCH + timedelta(microseconds=us)
 
@@ -202,7 +202,7 @@ def _validate_features(propensity: float, days_since_last_engagement: float | No
         )
 
 
-def _suppress_reason(
+def suppress_reason(
     propensity: float,
     days_since_last_engagement: float | None,
     window_over: bool,
@@ -274,7 +274,7 @@ def plan_send(
     query = PlanQuery(
         propensity, zone, now, window_start, window_end, days_since_last_engagement, quiet_hours
     )
-    checked = _check(query, hour_probs, _probabilities_problem(hour_probs, (HOURS_PER_WEEK,)), config)
+    checked = check_query(query, hour_probs, probabilities_problem(hour_probs, (HOURS_PER_WEEK,)), config)
     return _plan_checked(hour_probs[np.newaxis, :], [checked], config)[0]
 
 
@@ -292,14 +292,14 @@ def plan_send_batch(
     candidate hours are found once, and the top slots of all of them come from one argsort.
     A customer whose input cannot be planned for gets its PolicyInputError in its place.
     """
-    problem = _probabilities_problem(hour_probs, (len(queries), HOURS_PER_WEEK))
+    problem = probabilities_problem(hour_probs, (len(queries), HOURS_PER_WEEK))
     in_range = None if problem else (hour_probs.min(axis=1) >= 0.0) & (hour_probs.max(axis=1) <= 1.0)
     errors: list[PolicyInputError | None] = []
     checked: list[_Checked] = []
     for i, query in enumerate(queries):
         try:
             row_problem = problem or (None if in_range is None or in_range[i] else _OUT_OF_RANGE)
-            checked.append(_check(query, None, row_problem, config, row=i))
+            checked.append(check_query(query, None, row_problem, config, row=i))
             errors.append(None)
         except PolicyInputError as exc:
             errors.append(exc)
@@ -322,7 +322,7 @@ class _Checked(NamedTuple):
     defaulted: bool
 
 
-def _probabilities_problem(hour_probs: object, shape: tuple[int, ...]) -> str | None:
+def probabilities_problem(hour_probs: object, shape: tuple[int, ...]) -> str | None:
     """What is wrong with the hour_probs array as a whole (shape, dtype), or None."""
     if not isinstance(hour_probs, np.ndarray) or hour_probs.shape != shape:
         got = getattr(hour_probs, "shape", type(hour_probs).__name__)
@@ -332,7 +332,7 @@ def _probabilities_problem(hour_probs: object, shape: tuple[int, ...]) -> str | 
     return None
 
 
-def _check(
+def check_query(
     query: PlanQuery,
     hour_probs: npt.NDArray[np.floating] | None,
     probs_problem: str | None,
@@ -341,9 +341,9 @@ def _check(
 ) -> _Checked:
     """Validate one query in plan_send's order; ``hour_probs`` (one row) is range-checked here
     when given, else ``probs_problem`` already says whether its row is usable."""
-    now_us = _to_us(query.now, "now")
-    start_us = _to_us(query.window_start, "window_start")
-    end_us = _to_us(query.window_end, "window_end")
+    now_us = to_us(query.now, "now")
+    start_us = to_us(query.window_start, "window_start")
+    end_us = to_us(query.window_end, "window_end")
     _validate_window(start_us, end_us, config)
     if probs_problem is None and hour_probs is not None:
         in_range = hour_probs.min() >= 0.0 and hour_probs.max() <= 1.0  # NaN fails both
@@ -395,7 +395,7 @@ def _plan_group(
         candidates, hour_of_epoch = candidate_hours(table, start_us, end_us)
         slots = hour_of_week(hour_of_epoch + EPOCH_HOUR)
         if quiet is not None:
-            allowed = _allowed_hours(quiet)[hour_of_epoch % 24]
+            allowed = allowed_hours(quiet)[hour_of_epoch % 24]
             candidates, slots, hour_of_epoch = candidates[allowed], slots[allowed], hour_of_epoch[allowed]
         if len(slots):
             rows = np.array([item.row for item in group])
@@ -406,7 +406,7 @@ def _plan_group(
     starts: list[int] = candidates.tolist()
     # Datetimes and local times of the chosen candidates, made once for the whole group (the
     # channels' best slots added as they are chosen).
-    times = {j: _to_datetime(starts[j]) for top in ranked for j, _ in top}
+    times = {j: to_datetime(starts[j]) for top in ranked for j, _ in top}
     local: dict[int, str] = {}
     channels = (
         _channels(channel_model, group, probs, hour_of_epoch % 24, starts, table, times, local)
@@ -417,7 +417,7 @@ def _plan_group(
     for i, (item, top) in enumerate(zip(group, ranked, strict=True)):
         top_slots = tuple(ScoredSlot(times[j], p) for j, p in top)
         query = item.query
-        suppress = _suppress_reason(
+        suppress = suppress_reason(
             query.propensity, query.days_since_last_engagement, window_over, quiet, bool(top_slots), config
         )
         if suppress is not None:
@@ -441,12 +441,7 @@ def _plan_group(
         if best_index not in local:
             local[best_index] = best.start.astimezone(table.zone).isoformat()
         when = local[best_index]
-        if starts[best_index] == item.now_us:
-            decision, code = Decision.SEND_NOW, "best_hour_now"
-            reason = f"the current hour is the best allowed (p={best.probability:.4f})"
-        else:
-            decision, code = Decision.SCHEDULE, "best_hour_later"
-            reason = f"best allowed hour starts {when} (p={best.probability:.4f})"
+        decision, code, reason = decide(starts[best_index] == item.now_us, when, best.probability)
         reminder = None
         if query.interest is not None:
             planned = plan_reminder(
@@ -471,13 +466,25 @@ def _plan_group(
     return plans
 
 
+def decide(now_is_best: bool, when: str, probability: float) -> tuple[Decision, str, str]:
+    """The decision for a customer not suppressed, its code and sentence: SEND_NOW when the best
+    allowed hour is the one in progress, else SCHEDULE at its start (``when``, local time)."""
+    if now_is_best:
+        return (
+            Decision.SEND_NOW,
+            "best_hour_now",
+            f"the current hour is the best allowed (p={probability:.4f})",
+        )
+    return Decision.SCHEDULE, "best_hour_later", f"best allowed hour starts {when} (p={probability:.4f})"
+
+
 def _reminder(planned: ReminderPlan, table: ZoneTable) -> Reminder:
-    send_time = _to_datetime(planned.send_us)
+    send_time = to_datetime(planned.send_us)
     return Reminder(
         send_time,
         send_time.astimezone(table.zone).isoformat(),
         planned.interest,
-        _to_datetime(planned.interest_us),
+        to_datetime(planned.interest_us),
         planned.decide_hours,
         planned.decide_defaulted,
         planned.reason,
@@ -513,7 +520,7 @@ def _channels(
                 continue
             j = best_list[i][c]
             if j not in times:
-                times[j] = _to_datetime(starts[j])
+                times[j] = to_datetime(starts[j])
             if j not in local:
                 local[j] = times[j].astimezone(table.zone).isoformat()
             choices.append(ChannelChoice(CHANNEL_NAMES[c], p[c], times[j], local[j]))

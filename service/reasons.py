@@ -128,21 +128,45 @@ class ReasonTables:
         return np.asarray(self.values[self.columns, bins])
 
     def explain(self, rows: np.ndarray, k: int = TOP_K) -> list[list[tuple[str, float]]]:
-        """Per row, up to ``k`` (code, contribution) pairs, largest |contribution| first.
+        """Per row, up to ``k`` (code, contribution) pairs, largest |contribution| first
+        (:meth:`top` as lists)."""
+        if rows.shape == (1, len(self.refs)):
+            return [self._explain_one(rows[0].tolist(), k)]
+        codes, values = self.top(rows, k)
+        return [
+            [(c, v) for c, v in zip(cs, vs, strict=True) if c is not None]
+            for cs, vs in zip(codes.tolist(), values.tolist(), strict=True)
+        ]
+
+    def top(self, rows: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` reasons of each row as columns: codes (object [n, k]; None past a row's
+        last reason) and contributions (float64 [n, k]), largest |contribution| first.
 
         Reasons contributing exactly 0 (a column the trees never split on) are left out.
         One row (a Score) takes :meth:`_explain_one`: a dozen numpy calls on 22 numbers cost
         more than plain Python's bisections."""
         if rows.shape == (1, len(self.refs)):
-            return [self._explain_one(rows[0].tolist(), k)]
+            one = self._explain_one(rows[0].tolist(), k)
+            codes = np.full((1, k), None, dtype=object)
+            values = np.zeros((1, k))
+            for j, (code, value) in enumerate(one):
+                codes[0, j], values[0, j] = code, value
+            return codes, values
         by_reason = self.contributions(rows) @ self.groups
         order = (-np.abs(by_reason)).argsort(axis=1)[:, :k]
         chosen = by_reason[np.arange(len(by_reason))[:, None], order]
-        codes = self.codes
-        return [
-            [(codes[r][0] if c > 0 else codes[r][1], c) for r, c in zip(rs, cs, strict=True) if c != 0.0]
-            for rs, cs in zip(order.tolist(), chosen.tolist(), strict=True)
-        ]
+        up, down = self._code_columns
+        codes = np.where(chosen > 0, up[order], down[order])
+        codes[chosen == 0.0] = None  # zeros sort last: None only past the last reason
+        return codes, chosen
+
+    @functools.cached_property
+    def _code_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each reason's up and down code as object arrays (indexed by reason), made once."""
+        return (
+            np.array([up for up, _ in self.codes], dtype=object),
+            np.array([down for _, down in self.codes], dtype=object),
+        )
 
     @functools.cached_property
     def _lists(self) -> tuple[list[list[float]], list[list[float]], list[int], int]:

@@ -1,11 +1,25 @@
 """The scoring core: features → both ONNX models → send-time policy. Knows nothing of gRPC.
 
 One call scores a batch: it validates each query, makes ONE online read for the union of both
-models' features for every valid customer, assembles float32 rows by feature name in each
-manifest's order, runs each ONNX session once for the whole batch, and applies the policy per
-customer. A customer's invalid query becomes that customer's error; the others are scored.
-When the online store is unreachable, the answer is the cold-start (population) one with
-status UNAVAILABLE, or ``StoreUnavailable`` is raised if the settings ask to fail fast.
+models' features for every valid customer, runs each ONNX session once for the whole batch and
+applies the policy. A customer's invalid query becomes that customer's error; the others are
+scored. When the online store is unreachable, the answer is the cold-start (population) one
+with status UNAVAILABLE, or ``StoreUnavailable`` is raised if the settings ask to fail fast.
+
+Two forms of the same call:
+
+* per customer, :meth:`Scorer.score`: query objects in, ScoreResult objects out, the model rows
+  filled from each customer's feature dict and the per-customer policy (service/policy.py).
+  What a single Score takes: for one customer it costs least.
+* column-wise, :meth:`Scorer.score_queries` / :meth:`Scorer.score_columns`: queries as
+  columns (:class:`Queries`), features as columns (:class:`~service.feature_columns.
+  FeatureColumns`), each model's matrix filled a column at a time, the column-wise policy
+  (service/policy_columns.py), answers as columns (:class:`Scores`). What ScoreBatch and
+  ``nudge score-audience`` take: no Python per customer but the readers', the sentences and
+  the output (ScoreBatch's response takes each answer as a ScoreResult, :meth:`Scores.result`;
+  the audience's columns are built from the arrays).
+
+tests/unit/test_scorer_columns.py holds the two forms' answers equal.
 """
 
 from __future__ import annotations
@@ -18,15 +32,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
-from nudge.contract.channel_model import RATE_FEATURES, SEND_FEATURES
+from nudge.contract.channel_model import CHANNEL_NAMES, RATE_FEATURES, SEND_FEATURES
 from nudge.contract.features import STATS_VIEW
 from service.config import Settings, id_problem
-from service.models import ModelSet
+from service.feature_columns import MISSING_US, FeatureColumns, FeatureKinds
+from service.models import LoadedModel, ModelSet
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
 from service.online.live import LiveFeatures
-from service.policy import PlanQuery, PolicyConfig, PolicyInputError, SendPlan, plan_send_batch
-from service.reminders import Interest, interest_of
+from service.policy import PlanQuery, PolicyConfig, PolicyInputError, SendPlan, plan_send_batch, to_us
+from service.policy_columns import PlanInputs, Plans, no_error, plan_columns
+from service.reminders import Interest, interest_of, open_interest
 
 TIME_ZONE_REF = "customer_stats:time_zone"
 DORMANCY_REF = "customer_stats:days_since_last_engagement"
@@ -42,10 +59,16 @@ CHANNEL_SEND_REFS = tuple(f"{STATS_VIEW}:{name}" for name in SEND_FEATURES)
 CONTEXT_REFS = (TIME_ZONE_REF, DORMANCY_REF, *INTEREST_REFS, *CHANNEL_RATE_REFS, *CHANNEL_SEND_REFS)
 # A request without window_end may be messaged within a day of window_start (see the proto).
 DEFAULT_WINDOW = timedelta(hours=24)
+UNSET = np.iinfo(np.int64).min  # a time the caller left out (Queries)
 
 
 _T = TypeVar("_T")
 Reasons = Sequence[tuple[str, float]]
+IntArray = npt.NDArray[np.int64]
+ObjectArray = npt.NDArray[np.object_]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_DEFAULT_WINDOW_US = DEFAULT_WINDOW // _ONE_US
 
 
 class ScoreProbe(Protocol):
@@ -74,6 +97,10 @@ class FeatureStatus(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
+# Scores.status holds each customer's status as its index here.
+STATUSES = (FeatureStatus.FRESH, FeatureStatus.STALE, FeatureStatus.MISSING, FeatureStatus.UNAVAILABLE)
+
+
 @dataclass(frozen=True)
 class ScoreQuery:
     """One customer to score; unset times take the defaults documented in the proto."""
@@ -100,6 +127,69 @@ class ScoreResult:
     channel: str
     # The features that moved the propensity most: (code, log-odds contribution), largest first.
     propensity_reasons: Reasons = ()
+
+
+@dataclass(frozen=True)
+class Queries:
+    """n queries as columns, one entry per customer: times in µs since the epoch (UNSET where
+    the caller left them out: the core applies the defaults), quiet hours (start, end) with
+    (-1, -1) where not given, the channel's name ("UNSPECIFIED" for none) and, where a query
+    could not even be converted, why (``error``, else None)."""
+
+    customer_ids: list[str]
+    now_us: IntArray
+    window_start_us: IntArray
+    window_end_us: IntArray
+    quiet: IntArray  # (n, 2)
+    channel: list[str]
+    error: ObjectArray
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The answers for n customers as columns (row i answers query i). A row with an ``error``
+    has no score (the message an InvalidQuery carries). ``status`` indexes STATUSES;
+    ``reason_codes``/``reason_values`` are the propensity's reasons, largest first (None codes
+    past a row's last); ``plans`` the policy's answers; ``models`` the model set that scored."""
+
+    customer_ids: list[str]
+    error: ObjectArray
+    propensity: npt.NDArray[np.float64]
+    status: npt.NDArray[np.int8]
+    age_seconds: npt.NDArray[np.float64]
+    reason_codes: ObjectArray
+    reason_values: npt.NDArray[np.float64]
+    plans: Plans
+    channel: list[str]
+    models: ModelSet
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def result(self, i: int) -> ScoreResult | InvalidQuery:
+        """Row ``i`` as one object: its ScoreResult, or its InvalidQuery."""
+        error = self.error[i]
+        if error is not None:
+            return InvalidQuery(error)
+        reasons = [
+            (c, v)
+            for c, v in zip(self.reason_codes[i].tolist(), self.reason_values[i].tolist(), strict=True)
+            if c is not None
+        ]
+        return ScoreResult(
+            customer_id=self.customer_ids[i],
+            purchase_propensity=float(self.propensity[i]),
+            horizon_days=self.models.horizon_days,
+            plan=self.plans.send_plan(i),
+            models=self.models.versions,
+            feature_status=STATUSES[self.status[i]],
+            feature_age_seconds=float(self.age_seconds[i]),
+            channel=self.channel[i],
+            propensity_reasons=reasons,
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +232,7 @@ class Scorer:
         self._stale_after_s = settings.stale_after_hours * 3600.0
         quiet = (settings.quiet_start_hour, settings.quiet_end_hour)
         self._default_quiet = quiet if quiet[0] != quiet[1] else None
+        self._kinds: tuple[ModelSet, tuple[str, ...], FeatureKinds] | None = None
         self.instrument()
 
     def swap(self, models: ModelSet, reader: OnlineFeatureReader | None = None) -> None:
@@ -160,9 +251,11 @@ class Scorer:
         Scorer pays nothing, and a hot swap of ``models`` keeps the wrappers."""
         fetch: Callable[..., Any] = self._read
         infer: Callable[..., Any] = self._infer
+        infer_columns: Callable[..., Any] = self._infer_columns
         for probe in probes:
             fetch, infer = probe.feature_fetch(fetch), probe.inference(infer)
-        self._fetch_stage, self._infer_stage = fetch, infer
+            infer_columns = probe.inference(infer_columns)
+        self._fetch_stage, self._infer_stage, self._infer_columns_stage = fetch, infer, infer_columns
 
     @staticmethod
     def _infer(models: ModelSet, rows: list[Any]) -> tuple[np.ndarray, np.ndarray, Sequence[Reasons]]:
@@ -185,7 +278,7 @@ class Scorer:
         valid = [r for r in resolved if isinstance(r, _Resolved)]
         if not valid:
             return [r for r in resolved if isinstance(r, InvalidQuery)]
-        features = self._fetch_stage(valid)
+        features = self._fetch_stage([r.query.customer_id for r in valid], [r.now for r in valid])
         models = self.models  # read once: a hot swap never mixes versions within a call
         rows = [f.values if f is not None else {} for f in features]
         propensity, send_time, reasons = self._infer_stage(models, rows)
@@ -210,31 +303,167 @@ class Scorer:
                 results.append(self._answer(query, found, p, plan, models, why))
         return results
 
-    def _read(self, queries: list[_Resolved]) -> list[CustomerFeatures | None]:
+    def _read(self, customer_ids: Sequence[str], nows: Sequence[datetime]) -> list[CustomerFeatures | None]:
         """Online reads, one per distinct ``now`` (TTL is judged as of the query's time; a batch
         normally shares one): live states first, snapshot rows for customers without one.
         None per customer when a store is down and cold start is allowed."""
         by_now: dict[datetime, list[int]] = {}
-        for i, q in enumerate(queries):
-            by_now.setdefault(q.now, []).append(i)
-        found: list[CustomerFeatures | None] = [None] * len(queries)
+        for i, now in enumerate(nows):
+            by_now.setdefault(now, []).append(i)
+        found: list[CustomerFeatures | None] = [None] * len(customer_ids)
         reader = self.reader
         try:
             for now, indexes in by_now.items():
-                ids = [queries[i].query.customer_id for i in indexes]
+                ids = [customer_ids[i] for i in indexes]
                 live = self.live.read(ids, now, reader.feature_refs) if self.live is not None else {}
                 rest = [i for i, cid in zip(indexes, ids, strict=True) if cid not in live]
                 for i, cid in zip(indexes, ids, strict=True):
                     found[i] = live.get(cid)
                 if rest:
-                    read = reader.read([queries[i].query.customer_id for i in rest], now)
+                    read = reader.read([customer_ids[i] for i in rest], now)
                     for i, features in zip(rest, read, strict=True):
                         found[i] = features
         except FeatureStoreUnavailable as exc:
             if self.settings.store_unavailable == "fail":
                 raise StoreUnavailable(f"online feature store unavailable: {exc}") from exc
-            return [None] * len(queries)
+            return [None] * len(customer_ids)
         return found
+
+    # --- column-wise: ScoreBatch, score-audience ---------------------------------------------
+
+    def feature_kinds(self, models: ModelSet | None = None) -> FeatureKinds:
+        """How the reader's features are held as columns for ``models`` (default: the current
+        ones): the models' array inputs as arrays, the time zone as text, numbers otherwise.
+        Made once per model set and reader."""
+        models = models or self.models
+        refs = tuple(self.reader.feature_refs)
+        cached = self._kinds
+        if cached is None or cached[0] is not models or cached[1] != refs:
+            arrays = {
+                f.ref: f.size
+                for model in (models.propensity, models.send_time)
+                for f in model.manifest.features
+                if f.size > 1
+            }
+            cached = self._kinds = (models, refs, FeatureKinds.of(refs, arrays, (TIME_ZONE_REF,)))
+        return cached[2]
+
+    @staticmethod
+    def _infer_columns(
+        models: ModelSet, features: FeatureColumns
+    ) -> tuple[np.ndarray, np.ndarray, tuple[ObjectArray, np.ndarray]]:
+        """Both models on the batch, and the propensity's reasons from the same input matrix."""
+        x = model_matrix(models.propensity, features)
+        propensity = _predict(models.propensity, x)[:, 1].astype(np.float64)
+        n = len(features)
+        reasons = (
+            models.propensity.reasons.top(x)
+            if models.propensity.reasons is not None
+            else (np.full((n, 0), None, dtype=object), np.zeros((n, 0)))
+        )
+        hour_probs = _predict(models.send_time, model_matrix(models.send_time, features))
+        return propensity, hour_probs, reasons
+
+    def score_queries(self, queries: Queries, clock: datetime | None = None) -> Scores:
+        """Score queries given as columns: one read of the valid customers' features (one per
+        distinct ``now``), then :meth:`score_columns`."""
+        resolved = self._resolve_columns(queries, to_us(clock or datetime.now(UTC), "clock"))
+        valid = np.flatnonzero(no_error(resolved.error))
+        models = self.models  # read once: a hot swap never mixes versions within a call
+        found: list[CustomerFeatures | None] = [None] * len(resolved)
+        if len(valid):
+            rows = valid.tolist()
+            nows = [_EPOCH + timedelta(microseconds=us) for us in resolved.now_us[valid].tolist()]
+            read = self._fetch_stage([resolved.customer_ids[i] for i in rows], nows)
+            for i, features in zip(rows, read, strict=True):
+                found[i] = features
+        columns = FeatureColumns.from_features(self.feature_kinds(models), found)
+        return self.score_columns(resolved, columns, models)
+
+    def score_columns(
+        self, queries: Queries, features: FeatureColumns, models: ModelSet | None = None
+    ) -> Scores:
+        """Score resolved queries (no UNSET time; see :meth:`resolve`) on their customers'
+        features, row i of each: inference, feature status and the policy, all as arrays."""
+        models = models or self.models
+        propensity, hour_probs, (codes, values) = self._infer_columns_stage(models, features)
+        now = queries.now_us
+        status, age = self._statuses(features, now)
+        hours_ago, cart, decide_own = (features.scalar(ref) for ref in INTEREST_REFS)
+        if STATS_VIEW in features.stamps:
+            # A snapshot row's age is as of the snapshot: the time since is added (a live state
+            # is finalised at now: its stamp is now).
+            stamp = features.stamps[STATS_VIEW]
+            hours_ago = (
+                hours_ago + np.where(stamp == MISSING_US, 0, np.maximum(now - stamp, 0)) / 1e6 / 3600.0
+            )
+        interest_hours, is_cart, decide = open_interest(hours_ago, cart, decide_own)
+        sends = features.matrix(CHANNEL_SEND_REFS)
+        inputs = PlanInputs(
+            propensity=propensity,
+            zone=features.strings[TIME_ZONE_REF],
+            now_us=now,
+            window_start_us=queries.window_start_us,
+            window_end_us=queries.window_end_us,
+            dormant_days=features.scalar(DORMANCY_REF),
+            quiet=queries.quiet,
+            interest_hours=interest_hours,
+            interest_is_cart=is_cart,
+            decide_hours=decide,
+            channel_rates=features.matrix(CHANNEL_RATE_REFS),
+            channel_sends=np.where(np.isnan(sends), 0.0, sends),
+            channel=np.array([_CHANNEL_INDEX.get(c, -1) for c in queries.channel], dtype=np.int64),
+        )
+        plans = plan_columns(hour_probs, inputs, self.policy, models.channel, queries.error)
+        return Scores(
+            queries.customer_ids,
+            plans.error,
+            propensity,
+            status,
+            age,
+            codes,
+            values,
+            plans,
+            queries.channel,
+            models,
+        )
+
+    def resolve(self, queries: Queries, clock: datetime) -> Queries:
+        """``queries`` with the defaults in place of what the caller left out (now: ``clock``;
+        window: [now, start + 1 day); quiet hours: the server's) and an id the server refuses
+        as the query's error."""
+        return self._resolve_columns(queries, to_us(clock, "clock"))
+
+    def _resolve_columns(self, q: Queries, clock_us: int) -> Queries:
+        now = np.where(q.now_us == UNSET, clock_us, q.now_us)
+        start = np.where(q.window_start_us == UNSET, now, q.window_start_us)
+        end = np.where(q.window_end_us == UNSET, start + _DEFAULT_WINDOW_US, q.window_end_us)
+        quiet = np.where(q.quiet[:, :1] < 0, np.array(self._default_quiet or (-1, -1)), q.quiet)
+        limit = self.settings.max_id_length
+        # What could not be converted first (ScoreBatch has always answered that), then the id.
+        errors = [
+            error or id_problem("customer_id", cid, limit)
+            for cid, error in zip(q.customer_ids, q.error.tolist(), strict=True)
+        ]
+        error = np.empty(len(errors), dtype=object)
+        error[:] = errors
+        return Queries(q.customer_ids, now, start, end, quiet, q.channel, error)
+
+    def _statuses(
+        self, features: FeatureColumns, now_us: IntArray
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float64]]:
+        """Each customer's feature status (index in STATUSES) and age in seconds: the age of
+        the newest of its views' rows; UNAVAILABLE when the store could not be read."""
+        n = len(features)
+        stamps = [features.stamps[view] for view in features.kinds.views]
+        newest = np.max(stamps, axis=0) if stamps else np.full(n, MISSING_US)
+        found = features.available & (newest != MISSING_US)
+        age = np.where(found, np.maximum(now_us - np.where(found, newest, 0), 0), 0) / 1e6
+        status = np.where(age > self._stale_after_s, 1, 0)
+        status = np.where(found, status, np.where(features.available, 2, 3)).astype(np.int8)
+        return status, age
+
+    # --- per customer: Score --------------------------------------------------------------------
 
     def _resolve(self, query: ScoreQuery, clock: datetime) -> _Resolved | InvalidQuery:
         problem = id_problem("customer_id", query.customer_id, self.settings.max_id_length)
@@ -316,3 +545,30 @@ def _numbers(values: dict[str, object], refs: Sequence[str], missing: float) -> 
     """Three features as floats (the channels'), ``missing`` for a null."""
     a, b, c = (float(v) if isinstance(v, float | int) else missing for v in (values.get(ref) for ref in refs))
     return a, b, c
+
+
+_CHANNEL_INDEX = {name: i for i, name in enumerate(CHANNEL_NAMES)}
+
+
+# Rows per ONNX run: onnxruntime's arena keeps the largest run's intermediates for good (the
+# send-time model's for 50,000 rows took an audience job's RSS up by ~1.3 GB), and runs of
+# this size cost no more per row than one large run.
+INFER_ROWS = 8192
+
+
+def _predict(model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """The model's probabilities for the rows of ``x``, in runs of at most INFER_ROWS rows."""
+    if len(x) <= INFER_ROWS:
+        return model.predict(x)
+    return np.concatenate([model.predict(x[i : i + INFER_ROWS]) for i in range(0, len(x), INFER_ROWS)])
+
+
+def model_matrix(model: LoadedModel, features: FeatureColumns) -> np.ndarray:
+    """The model's float32 input matrix in manifest order, filled a column (or an array
+    feature's block of columns) at a time; a missing value stays NaN."""
+    x = np.empty((len(features), model.width), dtype=np.float32)
+    refs, columns = model.scalars
+    x[:, columns] = features.matrix(refs)
+    for ref, start, width in model.arrays:
+        x[:, start : start + width] = features.arrays[ref]
+    return x

@@ -185,3 +185,20 @@ def test_bad_input_is_one_line(stack: Stack, tmp_path: Path, extra: tuple[str, .
     assert result.stderr.startswith("nudge score-audience: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not out.exists()
+
+
+def test_rows_do_not_depend_on_the_chunks_or_the_order(
+    stack: Stack, audience: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Small chunks over ids in another order than the tables' (the spill files per chunk and the
+    join back into the audience's order): the same rows, one parquet row group per chunk."""
+    ids = audience["customer_id"].sample(frac=0.5, random_state=3).tolist()
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    out = tmp_path / "plan.parquet"
+    result = score_audience(stack, out, "--customers", str(tmp_path / "ids.txt"), "--chunk", "37")
+    assert result.returncode == 0, result.stderr
+    plan = pd.read_parquet(out)
+    assert plan["customer_id"].tolist() == ids
+    expected = audience.set_index("customer_id").loc[ids].reset_index()
+    pd.testing.assert_frame_equal(plan, expected[plan.columns])
+    assert pq.ParquetFile(out).metadata.num_row_groups == -(-len(ids) // 37)

@@ -1,0 +1,159 @@
+"""Customers' features as columns: what the column-wise scorer reads (service/scorer.py).
+
+The online readers answer one :class:`~service.online.base.CustomerFeatures` per customer (a
+dict); ``nudge score-audience`` and the Spark engine hold Arrow record batches of joined rows.
+Both become a :class:`FeatureColumns`, from which the model matrices are filled a column at a
+time and the policy's inputs taken as arrays, so nothing downstream loops over customers.
+
+A record batch of joined rows (:func:`FeatureColumns.from_arrow`) has a ``customer_id``
+column, each feature under its ref (``"view:feature"``; nulls where the view has no row, or
+the row is past its TTL) and, per view, the event time of the row its values came from under
+``"view:event_timestamp"`` (:func:`timestamp_column`; null where none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from service.online.base import CustomerFeatures
+
+if TYPE_CHECKING:  # pyarrow only where batches are read: the server's processes never load it (~36 MB)
+    import pyarrow as pa
+
+MISSING_US = np.iinfo(np.int64).min  # an event time that is not there
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def timestamp_column(view: str) -> str:
+    """The column of a joined record batch holding a view's row's event time."""
+    return f"{view}:event_timestamp"
+
+
+@dataclass(frozen=True)
+class FeatureKinds:
+    """Which refs are read as what: numeric arrays (ref → width), strings, and numbers (the
+    rest); and the views whose event times decide the features' status. Fixed per model set."""
+
+    scalars: tuple[str, ...]
+    arrays: tuple[tuple[str, int], ...]
+    strings: tuple[str, ...]
+    views: tuple[str, ...]
+
+    @classmethod
+    def of(cls, refs: Iterable[str], arrays: dict[str, int], strings: Iterable[str]) -> FeatureKinds:
+        refs = list(dict.fromkeys(refs))
+        text = tuple(r for r in refs if r in set(strings))
+        wide = tuple((r, arrays[r]) for r in refs if r in arrays)
+        numbers = tuple(r for r in refs if r not in arrays and r not in text)
+        views = tuple(dict.fromkeys(r.partition(":")[0] for r in refs))
+        return cls(numbers, wide, text, views)
+
+
+@dataclass(frozen=True)
+class FeatureColumns:
+    """n customers' features: ``scalars[:, j]`` is ref ``kinds.scalars[j]`` as float64 (NaN when
+    missing), ``arrays[ref]`` float32 [n, width] (NaN rows when missing), ``strings[ref]`` a
+    list (None when missing), ``stamps[view]`` each row's event time in µs (MISSING_US when the
+    view has no row), ``available`` False for customers whose store could not be read."""
+
+    kinds: FeatureKinds
+    scalars: npt.NDArray[np.float64]
+    arrays: dict[str, npt.NDArray[np.float32]]
+    strings: dict[str, list[str | None]]
+    stamps: dict[str, npt.NDArray[np.int64]]
+    available: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.available)
+
+    def scalar(self, ref: str) -> npt.NDArray[np.float64]:
+        """One numeric feature's column."""
+        return self.scalars[:, self.kinds.scalars.index(ref)]
+
+    def matrix(self, refs: Sequence[str]) -> npt.NDArray[np.float64]:
+        """Numeric features' columns side by side, [n, len(refs)]."""
+        index = self.kinds.scalars.index
+        return self.scalars[:, [index(ref) for ref in refs]]
+
+    @classmethod
+    def from_features(cls, kinds: FeatureKinds, found: Sequence[CustomerFeatures | None]) -> FeatureColumns:
+        """The readers' answers (None: the store was down, cold start) as columns."""
+        n = len(found)
+        rows = [f.values if f is not None else {} for f in found]
+        scalars = np.array([[v.get(ref) for ref in kinds.scalars] for v in rows], dtype=np.float64)
+        arrays = {}
+        for ref, width in kinds.arrays:
+            column = np.full((n, width), np.nan, dtype=np.float32)
+            for i, values in enumerate(rows):
+                value = values.get(ref)
+                if value is not None:
+                    column[i] = np.asarray(value)
+            arrays[ref] = column
+        strings = {
+            ref: [s if isinstance(s := v.get(ref), str) else None for v in rows] for ref in kinds.strings
+        }
+        stamps = {}
+        for view in kinds.views:
+            times = [f.event_timestamps.get(view) if f is not None else None for f in found]
+            stamps[view] = np.array(
+                [MISSING_US if t is None else (t - _EPOCH) // _ONE_US for t in times], dtype=np.int64
+            )
+        available = np.array([f is not None for f in found], dtype=np.bool_)
+        return cls(kinds, scalars.reshape(n, len(kinds.scalars)), arrays, strings, stamps, available)
+
+    @classmethod
+    def from_arrow(cls, kinds: FeatureKinds, batch: pa.RecordBatch) -> FeatureColumns:
+        """A record batch of joined rows (module docstring) as columns. Raises ValueError naming
+        a column that is missing or holds an array of the wrong length."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        names = set(batch.schema.names)
+        wanted = [*kinds.scalars, *(r for r, _ in kinds.arrays), *kinds.strings]
+        missing = [c for c in [*wanted, *map(timestamp_column, kinds.views)] if c not in names]
+        if missing:
+            raise ValueError(f"the feature rows lack the columns {', '.join(missing)}")
+        scalars = np.empty((n, len(kinds.scalars)), dtype=np.float64)
+        for j, ref in enumerate(kinds.scalars):
+            scalars[:, j] = _numbers(batch.column(ref))
+        arrays = {ref: _fixed_width(batch.column(ref), ref, width) for ref, width in kinds.arrays}
+        strings = {ref: batch.column(ref).cast(pa.string()).to_pylist() for ref in kinds.strings}
+        stamps = {}
+        for view in kinds.views:
+            column = batch.column(timestamp_column(view)).cast(pa.timestamp("us", tz="UTC"))
+            stamps[view] = pc.fill_null(column.cast(pa.int64()), MISSING_US).to_numpy()
+        return cls(kinds, scalars, arrays, strings, stamps, np.ones(n, dtype=np.bool_))
+
+
+def _numbers(column: pa.Array) -> npt.NDArray[np.float64]:
+    """A numeric column as float64, NaN where null."""
+    import pyarrow as pa
+
+    return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _fixed_width(column: pa.Array, ref: str, width: int) -> npt.NDArray[np.float32]:
+    """A list column as float32 [n, width], NaN rows where null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = np.full((len(column), width), np.nan, dtype=np.float32)
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    if not valid.any():
+        return out
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    if np.any(lengths[valid] != width):
+        raise ValueError(
+            f"{ref}: an array of {int(lengths[valid][lengths[valid] != width][0])} values, not {width}"
+        )
+    values = column.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
+    out[valid] = values.reshape(-1, width)
+    return out
