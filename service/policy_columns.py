@@ -468,8 +468,10 @@ def _sentences(
 
 
 def _local_times(c: _Candidates, needed: IntArray) -> ObjectArray:
-    """The local time (ISO-8601 in its zone) of each ``needed`` candidate id, made once each."""
-    local = np.full(len(c.every_start), None, dtype=object)
+    """The local time (ISO-8601 in its zone) of each ``needed`` candidate id, made once each.
+    At least one slot: rows without candidates carry the pad id 0 (their times are masked by
+    the callers), which must index even when no row has a candidate."""
+    local = np.full(max(1, len(c.every_start)), None, dtype=object)
     chosen = np.unique(needed)
     local[chosen] = [
         to_datetime(us).astimezone(c.every_table[i].zone).isoformat()

@@ -557,7 +557,10 @@ INFER_ROWS = 8192
 
 
 def _predict(model: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """The model's probabilities for the rows of ``x``, in runs of at most INFER_ROWS rows."""
+    """The model's probabilities for the rows of ``x``, in runs of at most INFER_ROWS rows
+    (none for no rows: onnxruntime's tree operators fail on an empty batch)."""
+    if not len(x):
+        return np.empty((0, model.manifest.output_width), dtype=np.float32)
     if len(x) <= INFER_ROWS:
         return model.predict(x)
     return np.concatenate([model.predict(x[i : i + INFER_ROWS]) for i in range(0, len(x), INFER_ROWS)])

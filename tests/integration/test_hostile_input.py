@@ -113,6 +113,11 @@ def test_any_score_request_is_a_result_or_invalid_argument(channel: grpc.Channel
     assert seen == ALLOWED, f"the generator should reach both outcomes, saw {seen}"
 
 
+def test_an_empty_batch_is_an_empty_answer(channel: grpc.Channel) -> None:
+    reply = scoring_pb2_grpc.ScoringServiceStub(channel).ScoreBatch(pb.ScoreBatchRequest(), timeout=10)
+    assert len(reply.results) == 0
+
+
 def test_any_batch_is_answered_entry_by_entry(channel: grpc.Channel, as_of_seconds: int) -> None:
     stub = scoring_pb2_grpc.ScoringServiceStub(channel)
 

@@ -142,6 +142,21 @@ def test_columns_answer_what_each_customer_gets_alone(seed: int) -> None:
     assert len(decisions) == 3 and refused >= 5 and reminders >= 15 and asked >= 5
 
 
+def test_batches_of_one_answer_as_the_customer_alone() -> None:
+    """Including a batch whose only customer has no allowed hour (nothing to index)."""
+    without_hours = 0
+    for seed in range(60):
+        probs, (query,), inputs = random_customers(1, 1000 + seed)
+        (expected,) = plan_send_batch(probs, [query], CONFIG, MODEL)
+        plans = plan_columns(probs, inputs, CONFIG, MODEL)
+        if isinstance(expected, PolicyInputError):
+            assert plans.error[0] == str(expected)
+            continue
+        assert_same(plans.send_plan(0), expected)
+        without_hours += not expected.top_slots
+    assert without_hours >= 3
+
+
 def test_a_batch_of_customers_together_equals_the_per_customer_batch() -> None:
     """Groups of several customers: the per-customer policy's numpy channel terms, as here."""
     probs, queries, inputs = random_customers(250, 7)
