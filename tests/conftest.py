@@ -84,3 +84,11 @@ def server(stack: Stack) -> Iterator[ServerProcess]:
     """One server on the SQLite stack shared by the read-only API tests."""
     with ServerProcess(stack) as proc:
         yield proc
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Spark engine's tests run first. PySpark starts its JVM gateway with fork and a Python
+    ``preexec_fn``; late in the whole suite, after many in-process gRPC servers and clients, the
+    gateway exited before answering (JAVA_GATEWAY_EXITED) in a CI run, while the module alone, or
+    after a gRPC test, passes. First, it meets the process as the command line does."""
+    items.sort(key=lambda item: item.path.name != "test_score_audience_spark.py")
