@@ -15,20 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from service.online.base import CustomerFeatures
+from service.policy import to_us
 
 if TYPE_CHECKING:  # pyarrow only where batches are read: the server's processes never load it (~36 MB)
     import pyarrow as pa
 
 MISSING_US = np.iinfo(np.int64).min  # an event time that is not there
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 
 
 def timestamp_column(view: str) -> str:
@@ -103,7 +101,7 @@ class FeatureColumns:
         for view in kinds.views:
             times = [f.event_timestamps.get(view) if f is not None else None for f in found]
             stamps[view] = np.array(
-                [MISSING_US if t is None else (t - _EPOCH) // _ONE_US for t in times], dtype=np.int64
+                [MISSING_US if t is None else to_us(t, view) for t in times], dtype=np.int64
             )
         available = np.array([f is not None for f in found], dtype=np.bool_)
         return cls(kinds, scalars.reshape(n, len(kinds.scalars)), arrays, strings, stamps, available)

@@ -33,7 +33,7 @@ from service.zones import (
     zone_table,
 )
 
-_ONE_US = timedelta(microseconds=1)
+ONE_US = timedelta(microseconds=1)  # the unit of every *_us time
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -174,7 +174,7 @@ def to_us(moment: datetime, name: str) -> int:
     """Microseconds since the epoch of a timezone-aware datetime."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise PolicyInputError(f"{name} must be timezone-aware, got naive {moment.isoformat()}")
-    return (moment - _EPOCH) // _ONE_US
+    return (moment - _EPOCH) // ONE_US
 
 
 def to_datetime(us: int) -> datetime:
@@ -186,7 +186,7 @@ def _validate_window(start_us: int, end_us: int, config: PolicyConfig) -> None:
     """Reject windows that are empty, too long, or beyond the zone tables (1970-2100)."""
     if end_us <= start_us:
         raise PolicyInputError("send window end must be after its start")
-    if end_us - start_us > config.max_window // _ONE_US:
+    if end_us - start_us > config.max_window // ONE_US:
         raise PolicyInputError(f"send window is longer than the maximum of {config.max_window}")
     if start_us < TABLE_START_S * 1_000_000 or end_us > TABLE_END_S * 1_000_000:
         raise PolicyInputError("send window must lie between 1970-01-01 and 2100-01-01 UTC")

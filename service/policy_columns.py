@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ import numpy.typing as npt
 from nudge.contract.channel_model import CHANNEL_NAMES, ChannelModel
 from nudge.contract.week import EPOCH_HOUR, HOURS_PER_WEEK, hour_of_week
 from service.policy import (
+    ONE_US,
     ChannelChoice,
     Decision,
     PlanQuery,
@@ -56,7 +56,6 @@ ObjectArray = npt.NDArray[np.object_]
 # Plans.decision holds each customer's decision as its index here.
 DECISIONS = (Decision.SEND_NOW, Decision.SCHEDULE, Decision.SUPPRESS)
 _SEND_NOW, _SCHEDULE, _SUPPRESS = range(3)
-_ONE_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -222,7 +221,7 @@ def _checked(
     p, days, quiet = inputs.propensity, inputs.dormant_days, inputs.quiet
     suspect = (
         (end <= start)
-        | (end - start > config.max_window // _ONE_US)
+        | (end - start > config.max_window // ONE_US)
         | (start < TABLE_START_S * 1_000_000)
         | (end > TABLE_END_S * 1_000_000)
         | ~((p >= 0.0) & (p <= 1.0))

@@ -41,7 +41,16 @@ from service.feature_columns import MISSING_US, FeatureColumns, FeatureKinds
 from service.models import LoadedModel, ModelSet
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable, OnlineFeatureReader
 from service.online.live import LiveFeatures
-from service.policy import PlanQuery, PolicyConfig, PolicyInputError, SendPlan, plan_send_batch, to_us
+from service.policy import (
+    ONE_US,
+    PlanQuery,
+    PolicyConfig,
+    PolicyInputError,
+    SendPlan,
+    plan_send_batch,
+    to_datetime,
+    to_us,
+)
 from service.policy_columns import PlanInputs, Plans, no_error, plan_columns
 from service.reminders import Interest, interest_of, open_interest
 
@@ -66,9 +75,7 @@ _T = TypeVar("_T")
 Reasons = Sequence[tuple[str, float]]
 IntArray = npt.NDArray[np.int64]
 ObjectArray = npt.NDArray[np.object_]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
-_DEFAULT_WINDOW_US = DEFAULT_WINDOW // _ONE_US
+_DEFAULT_WINDOW_US = DEFAULT_WINDOW // ONE_US
 
 
 class ScoreProbe(Protocol):
@@ -373,7 +380,7 @@ class Scorer:
         found: list[CustomerFeatures | None] = [None] * len(resolved)
         if len(valid):
             rows = valid.tolist()
-            nows = [_EPOCH + timedelta(microseconds=us) for us in resolved.now_us[valid].tolist()]
+            nows = [to_datetime(us) for us in resolved.now_us[valid].tolist()]
             read = self._fetch_stage([resolved.customer_ids[i] for i in rows], nows)
             for i, features in zip(rows, read, strict=True):
                 found[i] = features
