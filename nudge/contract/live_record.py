@@ -64,10 +64,11 @@ def _state_span(data: bytes) -> tuple[int, int]:
     return 1 + _COUNT.size, 1 + _COUNT.size + length
 
 
-def decode_state(data: bytes) -> CustomerState:
-    """Only the state of a record: what Score needs (the ids are Ingest's business)."""
+def state_bytes(data: bytes) -> bytes:
+    """Only the state's encoding in a record: what Score finalises (the ids are Ingest's
+    business)."""
     start, end = _state_span(data)
-    return from_bytes(data[start:end])
+    return data[start:end]
 
 
 def decode_record(data: bytes) -> LiveRecord:

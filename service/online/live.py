@@ -3,8 +3,8 @@
 Ingest (service/ingest.py) folds every event into a per-customer state; the batch bootstrap
 (``nudge features`` + ``nudge load-states``) writes the same states for every customer. Score
 reads a customer's state here and finalises it at the request's ``now`` with the contract's
-:func:`~nudge.contract.live_state.finalise` — the function the batch features are
-parity-tested against — so a cart add a minute ago, and a day's worth of ageing since the last
+:func:`~nudge.contract.live_state.finalise_encoded` — what ``finalise``, the function the batch
+features are parity-tested against, runs — so a cart add a minute ago, and a day's worth of ageing since the last
 snapshot, are both in the answer. Customers without a state fall back to the snapshot rows
 Feast materialised (the scorer reads those for them).
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from nudge.contract.features import HISTOGRAMS_VIEW, STATS_VIEW
-from nudge.contract.live_record import decode_state
-from nudge.contract.live_state import finalise, whole_seconds
+from nudge.contract.live_record import state_bytes
+from nudge.contract.live_state import finalise_encoded
 from service.ingest import IngestUnavailable, StateStore
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable
 
@@ -42,17 +42,16 @@ class LiveFeatures:
             records = self.states.read(customer_ids)
         except IngestUnavailable as exc:
             raise FeatureStoreUnavailable(str(exc)) from exc
-        second = whole_seconds(now, up=True)
         found = {}
         for customer_id, record in records.items():
-            state = decode_state(record)
-            newest = state.last_event
-            at = second if newest is None or newest < second else newest + 1
-            values = finalise(state, at)
+            values = finalise_encoded(state_bytes(record), now, after_newest=True)
             # Exact at ``now``: age 0. The histograms' row exists once the customer engaged,
             # as in the batch tables.
-            stamps = {STATS_VIEW: now, HISTOGRAMS_VIEW: now if state.engagement_count else None}
+            stamps = {STATS_VIEW: now, HISTOGRAMS_VIEW: None if values[_ENGAGEMENTS] is None else now}
             found[customer_id] = CustomerFeatures(
                 customer_id, {ref: values.get(ref) for ref in feature_refs}, stamps
             )
         return found
+
+
+_ENGAGEMENTS = f"{HISTOGRAMS_VIEW}:hist_event_count"  # None until the customer's first engagement

@@ -23,7 +23,16 @@ import pytest
 
 from nudge.contract import live_state
 from nudge.contract.events import ENGAGEMENT_TYPES
-from nudge.contract.live_state import DAY, Event, apply, finalise, from_bytes, new_state, to_bytes
+from nudge.contract.live_state import (
+    DAY,
+    Event,
+    apply,
+    finalise,
+    finalise_encoded,
+    from_bytes,
+    new_state,
+    to_bytes,
+)
 from tests.support.stack import FEATURE_REPO, utc
 from training import features
 from training.features import features_at, repo_tables
@@ -334,6 +343,22 @@ def test_out_of_order_use_is_refused() -> None:
         apply(state, Event(2_000, "teleport"))
     with pytest.raises(ValueError, match="version"):
         from_bytes(b"\x07" + to_bytes(state)[1:])
+
+
+def test_the_encoded_finaliser_refuses_what_it_cannot_read_and_moves_early_instants() -> None:
+    """Score finalises stored bytes: another version or trailing bytes are refused, and with
+    ``after_newest`` an instant at or before the newest event (timed ahead of the server clock)
+    is evaluated just after it."""
+    state = new_state("z", "UTC")
+    apply(state, Event(1_000, "purchase", 1.0))
+    data = to_bytes(state)
+    with pytest.raises(ValueError, match="version"):
+        finalise_encoded(b"\x07" + data[1:], 2_000)
+    with pytest.raises(ValueError, match="left over"):
+        finalise_encoded(data + b"\x00", 2_000)
+    with pytest.raises(ValueError, match="customer z: finalise at 1000 is not after"):
+        finalise_encoded(data, 1_000)
+    assert_identical(finalise_encoded(data, 900, after_newest=True), finalise(state, 1_001))
 
 
 def test_datetimes_round_like_the_batch() -> None:
