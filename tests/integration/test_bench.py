@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
+import pandas as pd
 import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -558,3 +562,37 @@ def test_bench_features_on_real_stores(
     assert report["found_share"] > 0.5
     assert [row["customers"] for row in report["results"]] == [1, 20]
     assert all(row["feast_median_ms"] > 0 and row["nudge_median_ms"] > 0 for row in report["results"])
+
+
+def test_the_bound_server_answers_prepared_customers_through_the_same_wrapper(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """loadtest/bound_server.py (the fastest Score a server could give with these models):
+    it serves the first customers' real answers, in order, and the bench runs against it."""
+    port = free_port()
+    log = tmp_path / "bound.log"
+    argv = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "loadtest" / "bound_server.py")]
+    argv += ["--repo", str(stack.repo), "--models", str(stack.models), "--port", str(port)]
+    argv += ["--ids-from", str(stack.customers), "--batch-size", "5"]
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 90
+        while "bound server on" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        first = pd.read_parquet(stack.customers)["customer_id"].astype(str).tolist()[:5]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+            batch = stub.ScoreBatch(pb.ScoreBatchRequest(), timeout=5)
+            assert [r.response.customer_id for r in batch.results] == first
+            assert all(0 <= r.response.purchase_propensity <= 1 for r in batch.results)
+            answers = [stub.Score(pb.ScoreRequest(customer_id="any"), timeout=5) for _ in range(6)]
+            assert [a.customer_id for a in answers] == [*first, first[0]]
+        report = bench_json(
+            capsys, "--target", f"127.0.0.1:{port}", "-n", "50", "--rounds", "1", "--warmup", "5"
+        )
+        assert report["results"]["Score"]["status_codes"] == {"OK": 50}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
