@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import bisect
 import functools
+import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -30,8 +33,13 @@ TABLE_END_S = 4_102_444_800  # 2100-01-01T00:00Z
 # No zone since 1970 changes its offset and back again within one day (checked against
 # every zone's compiled transitions, tzdata 2025b and 2026f), and successive different
 # changes within one step are still found (see _scan_offsets), so a daily scan finds
-# every transition, in ~50 ms per zone, paid once.
+# every transition: ~50 ms per zone on a fast machine, 210 ms on this project's 2-core one,
+# paid by a worker's first request in each zone. Where the zone's compiled transitions can
+# be read (the usual case), the scan covers only what follows them, which a yearly rule
+# (POSIX TZ string: at most two changes a year, months apart) governs, so a weekly step is
+# enough there: ~25 ms per zone.
 _SCAN_STEP_S = 86_400
+_RULE_SCAN_STEP_S = 7 * 86_400
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,20 @@ def _first_change(zone: ZoneInfo, lo: int, hi: int, offset_lo: int) -> int:
     return hi
 
 
-def _scan_offsets(zone: ZoneInfo) -> tuple[list[int], list[int]]:
-    """Segment starts and offsets (seconds) found by a daily scan plus bisection."""
+def _scan_offsets(zone: ZoneInfo, hints: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+    """Segment starts and offsets (seconds): the offset at each of ``hints`` (the zone's own
+    transition times, ascending) where it changes, then a scan plus bisection of the rest,
+    daily without hints, weekly after them (see _RULE_SCAN_STEP_S)."""
     starts = [TABLE_START_S]
     offsets = [_offset_s(zone, TABLE_START_S)]
-    lo = TABLE_START_S
+    lo, step = TABLE_START_S, _SCAN_STEP_S
+    for t in hints:
+        lo, step = max(lo, min(t, TABLE_END_S)), _RULE_SCAN_STEP_S
+        if TABLE_START_S < t < TABLE_END_S and (offset := _offset_s(zone, t)) != offsets[-1]:
+            starts.append(t)
+            offsets.append(offset)
     while lo < TABLE_END_S:
-        hi = min(lo + _SCAN_STEP_S, TABLE_END_S)
+        hi = min(lo + step, TABLE_END_S)
         offset_hi = _offset_s(zone, hi)
         # A loop, not an if: two different changes within one step are both found.
         while offsets[-1] != offset_hi:
@@ -90,15 +105,26 @@ def _scan_offsets(zone: ZoneInfo) -> tuple[list[int], list[int]]:
     return starts, offsets
 
 
+def _transitions(name: str) -> list[int]:
+    """The zone's explicit transition times (Unix seconds) from its compiled TZif data, as the
+    standard library's pure-Python zoneinfo reads them; [] where that is not available (it is
+    not public API), and the table is then found by the daily scan alone."""
+    try:
+        python_zoneinfo: Any = importlib.import_module("zoneinfo._zoneinfo")
+        return [int(t) for t in python_zoneinfo.ZoneInfo.no_cache(name)._trans_utc]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+
+
 @functools.cache
 def zone_table(name: str) -> ZoneTable:
     """The cached offset table for an IANA zone name; raises for unknown names.
 
-    Call it at start-up for the zones you expect, to take the one-off ~50 ms scan off
+    Call it at start-up for the zones you expect, to take the one-off scan (~25 ms) off
     the request path.
     """
     zone = ZoneInfo(name)
-    starts_s, offsets_s = _scan_offsets(zone)
+    starts_s, offsets_s = _scan_offsets(zone, _transitions(name))
     starts_us = np.array(starts_s, dtype=np.int64) * 1_000_000
     offsets_us = np.array(offsets_s, dtype=np.int64) * 1_000_000
     starts_us.flags.writeable = False

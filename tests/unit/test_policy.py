@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from service import zones
 from service.policy import (
     Decision,
     PolicyConfig,
@@ -445,6 +446,19 @@ def zoneinfo_offset_us(zone: ZoneInfo, epoch_s: int) -> int:
     offset = datetime.fromtimestamp(epoch_s, zone).utcoffset()
     assert offset is not None
     return offset // timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    "zone_name", [*CROSS_CHECK_ZONES, "Africa/Casablanca", "Africa/Cairo", "Pacific/Apia"]
+)
+def test_the_table_from_compiled_transitions_equals_the_daily_scan(zone_name: str) -> None:
+    """The table is built from the zone's compiled transitions plus a weekly scan after them;
+    it must equal the slow daily scan of the whole range, which finds every transition."""
+    assert zones._transitions(zone_name)  # the fast path is the one tested
+    starts, offsets = zones._scan_offsets(ZoneInfo(zone_name))
+    table = zone_table(zone_name)
+    assert list(table.starts) == [s * 1_000_000 for s in starts]
+    assert list(table.offsets) == [o * 1_000_000 for o in offsets]
 
 
 @pytest.mark.parametrize("zone_name", CROSS_CHECK_ZONES)
