@@ -5,6 +5,7 @@
   nudge bench --target 127.0.0.1:50051 -c 16 --client-procs 4 --duration 20
   nudge bench --target 127.0.0.1:50051 --call ScoreBatch --batch-size 100 -n 2000
   nudge bench --target 127.0.0.1:50051 --call Ingest --ids-from data/customers.parquet --duration 20
+  nudge bench --target 127.0.0.1:50051 --feast-peer 127.0.0.1:6566 --feast-models models --duration 20
   nudge bench features --repo feature_repo [--feature-store-yaml feature_repo/feature_store.redis.yaml]
   nudge bench ghz-data --ids-from data/customers.parquet --now 2026-05-05T00:00:00Z --out FILE
 
@@ -27,6 +28,10 @@ exactly, --duration for at most INGEST_MAX_RATE calls/s; a closed loop that send
 stops early and says so. Replies are kept (not decoded) during the phases and decoded after:
 the report counts applied, duplicate and rejected (of which LATE) events, and warns when any
 event was not applied.
+
+Peer: with --feast-peer, the same run also asks Feast's own gRPC feature server (`feast -c REPO
+listen -a HOST:PORT`, on the same store) for the features the models in --feast-models read,
+one customer per call, alternating with the target; the report adds `Score p50 / Feast p50`.
 
 Baseline: the same run also calls grpc.health.v1.Health/Check, which does no work, with the
 same client and load. Absolute times drift on shared machines, so the headline figure is the
@@ -79,11 +84,13 @@ from nudge.v1 import scoring_pb2 as pb
 
 SCHEMA = "nudge.bench/v1"
 BASELINE = "Check"
+PEER = "Feast"  # --feast-peer: Feast's gRPC feature server, features-only (`feast listen`)
 METHOD_PATHS = {
     "Score": "/nudge.v1.ScoringService/Score",
     "ScoreBatch": "/nudge.v1.ScoringService/ScoreBatch",
     "Ingest": "/nudge.v1.IngestService/Ingest",
     BASELINE: "/grpc.health.v1.Health/Check",
+    PEER: "/GrpcFeatureServer/GetOnlineFeatures",
 }
 PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
 DEFAULT_TOTAL = 5000
@@ -155,6 +162,7 @@ class Method:
     path: str
     requests: tuple[bytes, ...]
     events: IngestEvents | None = None
+    target: str | None = None  # another server's HOST:PORT (plaintext, no token): a peer
 
     def prepared(self, load: Load, rounds: int, index: int, procs: int) -> Method:
         """This method with the requests process ``index`` of ``procs`` needs for ``load``."""
@@ -455,10 +463,14 @@ def run_plan(plan: Plan, progress: Progress = _quiet, barrier: Any = None) -> li
     methods = [m.prepared(load, plan.rounds, *plan.process) for m in plan.methods]
     with ExitStack() as stack:
         channels = [stack.enter_context(_connect(plan)) for _ in range(plan.connections)]
-        calls = {
-            m.name: [_with_token(channel.unary_unary(m.path, None, None), plan) for channel in channels]
-            for m in methods
-        }
+        calls = {}
+        for m in methods:
+            if m.target is None:
+                calls[m.name] = [_with_token(ch.unary_unary(m.path, None, None), plan) for ch in channels]
+            else:  # a peer: its own connections, as many as nudge gets
+                peer = replace(plan, target=m.target, security=ClientSecurity())
+                peers = [stack.enter_context(_connect(peer)) for _ in range(plan.connections)]
+                calls[m.name] = [ch.unary_unary(m.path, None, None) for ch in peers]
         # Cycled requests start staggered per process; Ingest's are this process's own.
         cursor = {m.name: 0 if m.events is not None else plan.first_index for m in methods}
         warmup = load.warmup()
@@ -707,7 +719,8 @@ def _events_summary(phases: Sequence[Phase], batch_size: int) -> dict[str, Any]:
 
 
 def round_ratios(phases: Sequence[Phase], target: str) -> list[dict[str, Any]]:
-    """Per round: each method's p50 and the target's p50 over the baseline's."""
+    """Per round: each method's p50, the target's p50 over the baseline's and, with a peer,
+    over the peer's."""
     rounds: dict[int, dict[str, float]] = {}
     for p in phases:
         if p.ok_ns:
@@ -716,11 +729,13 @@ def round_ratios(phases: Sequence[Phase], target: str) -> list[dict[str, Any]]:
     for index in sorted(rounds):
         p50 = rounds[index]
         ratio = p50[target] / p50[BASELINE] if target in p50 and BASELINE in p50 else None
+        peer = p50[target] / p50[PEER] if target in p50 and PEER in p50 else None
         out.append(
             {
                 "round": index,
                 "p50_ms": {name: _ms(value) for name, value in p50.items()},
                 "ratio_p50": None if ratio is None else round(ratio, 4),
+                "peer_ratio_p50": None if peer is None else round(peer, 4),
             }
         )
     return out
@@ -739,15 +754,18 @@ def build_report(plan: Plan, phases: Sequence[Phase], options: dict[str, Any]) -
     }
     rounds = round_ratios(phases, target)
     ratios = [r["ratio_p50"] for r in rounds if r["ratio_p50"] is not None]
+    peer = [r["peer_ratio_p50"] for r in rounds if r["peer_ratio_p50"] is not None]
     return {
         "schema": SCHEMA,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": plan.target,
         "call": target,
-        "baseline": BASELINE if len(plan.methods) > 1 else None,
+        "baseline": BASELINE if any(m.name == BASELINE for m in plan.methods) else None,
+        "peer": next((f"{PEER} at {m.target}" for m in plan.methods if m.name == PEER), None),
         "options": options,
         "results": results,
         "ratio_p50": round(statistics.median(ratios), 4) if ratios else None,
+        "peer_ratio_p50": round(statistics.median(peer), 4) if peer else None,
         "rounds": rounds,
     }
 
@@ -769,7 +787,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{options['connections']} connection(s), {options['ids']} ids",
     ]
     for name, summary in report["results"].items():
-        role = "no-op baseline" if name == report["baseline"] else "target"
+        role = {report["baseline"]: "no-op baseline", PEER: "peer"}.get(name, "target")
         lines += ["", f"{summary['method']} ({role})", *_format_summary(summary)]
     if report["ratio_p50"] is not None:
         per_round = " ".join(f"{r['ratio_p50']:.2f}" for r in report["rounds"] if r["ratio_p50"] is not None)
@@ -777,6 +795,11 @@ def format_report(report: dict[str, Any]) -> str:
             "",
             f"{report['call']} p50 / {report['baseline']} p50 = {report['ratio_p50']:.2f} "
             f"(median of rounds: {per_round})",
+        ]
+    if report.get("peer_ratio_p50") is not None:
+        per_round = " ".join(f"{r['peer_ratio_p50']:.2f}" for r in report["rounds"] if r["peer_ratio_p50"])
+        lines += [
+            f"{report['call']} p50 / {PEER} p50 = {report['peer_ratio_p50']:.2f} (median of rounds: {per_round})"
         ]
     if report.get("server"):
         lines += ["", *format_server(report["server"])]
@@ -936,6 +959,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="Skip the no-op Health/Check baseline.")
     parser.add_argument(
+        "--feast-peer",
+        metavar="HOST:PORT",
+        help="Also call Feast's gRPC feature server there (`feast -c REPO listen`, loopback, plaintext) "
+        "for the same customers' features, alternating with the target: Score p50 / Feast p50.",
+    )
+    parser.add_argument(
+        "--feast-models",
+        type=Path,
+        help="With --feast-peer: the models directory whose inputs Feast is asked for.",
+    )
+    parser.add_argument(
         "--client-procs", type=int, default=1, help="Load-generating processes (default %(default)s)."
     )
     parser.add_argument(
@@ -1010,6 +1044,14 @@ def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
     if not args.no_baseline:
         baseline = b""  # HealthCheckRequest(service=""): the server's overall health
         methods.append(Method(BASELINE, METHOD_PATHS[BASELINE], (baseline,)))
+    if args.feast_peer:
+        check_loopback(args.feast_peer)
+        if args.feast_models is None:
+            raise ValueError(
+                "--feast-peer needs --feast-models (the features to request are the models' inputs)"
+            )
+        requests = feast_requests(ids, served_refs(args.feast_models))
+        methods.append(Method(PEER, METHOD_PATHS[PEER], requests, target=args.feast_peer))
     warmup_calls, warmup_seconds = parse_warmup(args.warmup)
     total = args.total if args.total is not None else (None if args.duration else DEFAULT_TOTAL)
     load = Load(
@@ -1033,6 +1075,33 @@ def plan_from_args(args: argparse.Namespace, ids: Sequence[str]) -> Plan:
     if method.events is not None:
         _check_ingest(plan, args.client_procs, len(ids))
     return plan
+
+
+def served_refs(models: Path) -> list[str]:
+    """The feature references the served models read (their manifests), in order, once each."""
+    from nudge.contract.manifest import latest_version_dir, load_model_dir
+
+    refs: list[str] = []
+    for name in ("propensity", "send_time"):
+        manifest, _ = load_model_dir(latest_version_dir(models, name))
+        refs += [feature.ref for feature in manifest.features]
+    return list(dict.fromkeys(refs))
+
+
+def feast_requests(ids: Sequence[str], refs: Sequence[str]) -> tuple[bytes, ...]:
+    """Feast's GetOnlineFeaturesRequest for each id (one customer per call, as Score), the
+    features by name: a feature-service request would make Feast's server log a line per call.
+    The messages are built from Feast's own protos (imported here: feast costs seconds)."""
+    from feast.protos.feast.serving.ServingService_pb2 import FeatureList, GetOnlineFeaturesRequest
+    from feast.protos.feast.types.Value_pb2 import RepeatedValue, Value
+
+    features = FeatureList(val=refs)
+    return tuple(
+        GetOnlineFeaturesRequest(
+            features=features, entities={"customer_id": RepeatedValue(val=[Value(string_val=cid)])}
+        ).SerializeToString()
+        for cid in ids[:MAX_DISTINCT_REQUESTS]
+    )
 
 
 def ingest_events(ids: Sequence[str], now: datetime | None, batch_size: int) -> IngestEvents:

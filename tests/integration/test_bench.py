@@ -61,6 +61,8 @@ REPORT_KEYS = {
     "options",
     "results",
     "ratio_p50",
+    "peer",
+    "peer_ratio_p50",
     "rounds",
     "server",
 }
@@ -328,6 +330,8 @@ def test_nearest_rank_matches_ghz() -> None:
         ["-c", "2", "--connections", "3"],  # more connections than calls in flight
         ["-c", "4", "--client-procs", "2", "--connections", "1"],  # a process without one
         ["--target", "192.0.2.1:50051"],  # not loopback
+        ["--feast-peer", "192.0.2.1:50051", "--feast-models", "models"],  # not loopback
+        ["--feast-peer", "127.0.0.1:50051"],  # which features to ask for?
     ],
 )
 def test_refuses_unbounded_or_remote_runs(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -596,3 +600,30 @@ def test_the_bound_server_answers_prepared_customers_through_the_same_wrapper(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
+
+
+def test_bench_against_feasts_grpc_feature_server_as_a_peer(
+    server: ServerProcess, stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--feast-peer: Feast's own gRPC feature server (`feast listen`) on the same store answers
+    the same customers' features, alternating with Score; the report gives both and the ratio."""
+    port = free_port()
+    log = tmp_path / "feast.log"
+    argv = [str(ROOT / ".venv" / "bin" / "feast"), "-c", str(stack.repo), "listen", "-a", f"127.0.0.1:{port}"]
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=stack.repo)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=90)
+        report = bench_json(
+            capsys,
+            *["--target", server.target, "--ids-from", str(stack.customers), "-n", "60", "--rounds", "2"],
+            *["--warmup", "5", "--feast-peer", f"127.0.0.1:{port}", "--feast-models", str(stack.models)],
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert report["results"]["Feast"]["status_codes"] == {"OK": 60}, log.read_text()
+    assert report["results"]["Score"]["status_codes"] == {"OK": 60}
+    assert report["peer"] == f"Feast at 127.0.0.1:{port}"
+    assert report["peer_ratio_p50"] > 0 and all(r["peer_ratio_p50"] > 0 for r in report["rounds"])
