@@ -80,7 +80,7 @@ def roc_auc(data: PropensitySet, x: np.ndarray, seed: int) -> float:
     from training.propensity import positive_probability
 
     test = ~data.train
-    return float(roc_auc_score(data.y[test], positive_probability(data.fit(x, seed), x[test])))
+    return float(roc_auc_score(data.y[test], positive_probability(data.fit(x, seed)[0], x[test])))
 
 
 def ceiling(run: Run, seeds: list[int]) -> dict[str, Any]:

@@ -151,6 +151,11 @@ def summary_table(report: Mapping[str, Any]) -> str:
             f"; inputs, validation ROC-AUC: {candidate_summary(p['candidates'], 'validation_roc_auc')}; "
             f"BG/NBD-only test ROC-AUC {_fmt(p.get('bgnbd_roc_auc'))}"
         )
+    if p.get("calibration_candidates"):
+        propensity += (
+            f"; calibration, validation log loss: "
+            f"{candidate_summary(p['calibration_candidates'], 'validation_log_loss')}"
+        )
     if not_applicable(s):
         lines.append(propensity)
         lines.append(f"send time n/a: {s['reason']}; no send-time model exported")
@@ -240,6 +245,9 @@ figure{{display:inline-block;margin:0.5em}} img{{max-width:520px}}</style></head
 <p>Chosen: {html.escape(str(propensity.get("inputs")))}. Rule: {html.escape(str(propensity.get("selection")))}.
 BG/NBD-only model on the test period: ROC-AUC {_fmt(propensity.get("bgnbd_roc_auc"))}, ECE {_fmt(propensity.get("bgnbd_ece"))}
 (parameters {html.escape(str(propensity.get("bgnbd")))}).</p>
+<h2>Propensity calibrations compared on this run's validation period</h2>
+{_candidates_html(propensity.get("calibration_candidates", {}), _CALIBRATION_CANDIDATE_COLUMNS)}
+<p>Chosen: {html.escape(str(propensity.get("calibration")))}. Rule: {html.escape(str(propensity.get("calibration_selection")))}.</p>
 {structures}
 {_channel_html(report.get("channel"))}
 {policy_html(report.get("policy"))}
@@ -522,6 +530,14 @@ _PROPENSITY_CANDIDATE_COLUMNS = {
     "test_roc_auc": "test ROC-AUC (not used to choose)",
     "boosting_rounds": "boosting rounds",
     "fit_seconds": "fit s",
+}
+_CALIBRATION_CANDIDATE_COLUMNS = {
+    "validation_log_loss": "validation log loss",
+    "validation_excess": "excess over the lowest",
+    "validation_excess_standard_error": "its standard error",
+    "validation_ece": "validation ECE",
+    "test_log_loss": "test log loss (not used to choose)",
+    "test_ece": "test ECE (not used to choose)",
 }
 
 

@@ -5,7 +5,7 @@ read); features come from the repo's feature services (propensity_v1, send_time_
 Feast's point-in-time get_historical_features, as of each training row's time.
 
   propensity  P(purchase within --horizon-days), one row per customer per weekly snapshot;
-              gradient-boosted trees + sigmoid calibration (out-of-fold, by customer)
+              gradient-boosted trees + a calibration chosen by validation (out-of-fold, by customer)
   send_time   168 local hour-of-week probabilities, one row per engagement (bursts
               collapsed). Every run fits each structure of training/send_time.py (an
               evidence-weighted mixture of the customer's own histograms and the
@@ -73,6 +73,8 @@ if TYPE_CHECKING:
     from training.channel import Trained
     from training.datasets import TrainingFrame
     from training.export import Exported
+    from training.propensity import Calibration
+    from training.propensity_selection import Selection
     from training.purchase_process import PurchaseProcess
     from training.report import Plots
     from training.split import TimeSplit
@@ -396,29 +398,37 @@ class PropensitySet:
     frame: TrainingFrame
     y: np.ndarray
     train: np.ndarray  # bool per row; the rest are test rows
+    before_selection: np.ndarray  # bool: train rows whose label windows end before the selection period
+    selection: np.ndarray  # bool: train rows of the selection period (the last training cutoffs)
     rows_before_sampling: int
 
-    def fit(self, x: np.ndarray, seed: int, process: PurchaseProcess | None = None) -> Any:
+    def fit(
+        self, x: np.ndarray, seed: int, process: PurchaseProcess | None = None
+    ) -> tuple[Any, Selection[Calibration]]:
         """The shipped recipe on the train rows of ``x`` (this set's inputs, or more columns):
-        calibrated trees, folds grouped by customer, calibration weighted by recency; with a
-        ``process``, a pipeline whose first step appends the purchase-process columns."""
+        trees with the calibration chosen by validation (training/propensity_selection.py), folds
+        grouped by customer; with a ``process``, a pipeline whose first step appends the
+        purchase-process columns. Returns the model and the calibration comparison."""
         from sklearn.pipeline import Pipeline
 
-        from training.propensity import fit_propensity, recency_weights
+        from training.propensity import cross_fit
+        from training.propensity_selection import select_calibration
 
-        rows, train = self.frame.rows, self.train
-        model = fit_propensity(
-            x[train] if process is None else process.transform(x[train]),
-            self.y[train],
-            rows.loc[train, "customer_id"].to_numpy(),
-            seed,
-            calibration_weight=recency_weights(rows.loc[train, "event_timestamp"]),
+        rows, train, y = self.frame.rows, self.train, self.y
+        inputs = x if process is None else process.transform(x)
+        cutoffs = rows.loc[train, "event_timestamp"]
+        fitted = cross_fit(inputs[train], y[train], rows.loc[train, "customer_id"].to_numpy(), seed)
+        calibration = select_calibration(
+            fitted,
+            y[train],
+            cutoffs,
+            (self.before_selection[train], self.selection[train]),
+            (fitted.trees.decision_function(inputs[~train]), y[~train]),
         )
-        return (
-            model
-            if process is None
-            else Pipeline([("purchase_process", process), ("calibrated_trees", model)])
-        )
+        model = fitted.calibrated(calibration.chosen, y[train], cutoffs)
+        if process is None:
+            return model, calibration
+        return Pipeline([("purchase_process", process), ("calibrated_trees", model)]), calibration
 
 
 def propensity_set(run: Run) -> PropensitySet:
@@ -439,31 +449,41 @@ def propensity_set(run: Run) -> PropensitySet:
         f"{len(rows):,} rows, sampled {len(train_rows):,} train / {len(test_rows):,} test",
     )
     train = np.arange(len(frame.rows)) < len(train_rows)
-    return PropensitySet(frame, frame.rows["label"].to_numpy(), train, len(rows))
+    cutoff = frame.rows["event_timestamp"]
+    return PropensitySet(
+        frame,
+        frame.rows["label"].to_numpy(),
+        train,
+        train & (cutoff + run.split.horizon).le(run.split.selection_start).to_numpy(),
+        train & cutoff.ge(run.split.selection_start).to_numpy(),
+        len(rows),
+    )
 
 
 def _train_propensity(run: Run) -> _Stage:
     from training.evaluate import expected_calibration_error, propensity_metrics
     from training.export import export_checked
     from training.propensity import (
-        CALIBRATION_HALF_LIFE_DAYS,
         fit_recency_frequency_baseline,
         positive_probability,
         tree_inputs,
         trees_of,
     )
-    from training.propensity_selection import SELECTION_RULE, purchase_process_for, select_propensity
+    from training.propensity_selection import (
+        CALIBRATION_RULE,
+        SELECTION_RULE,
+        purchase_process_for,
+        select_propensity,
+    )
     from training.reasons import fit_reason_tables
     from training.report import candidate_summary
 
     data = propensity_set(run)
     frame, x, y, train, test = data.frame, data.frame.x, data.y, data.train, ~data.train
-    cutoff = frame.rows["event_timestamp"]
-    selection_rows = train & cutoff.ge(run.split.selection_start).to_numpy()
-    before = np.flatnonzero(train & (cutoff + run.split.horizon).le(run.split.selection_start).to_numpy())
+    before = np.flatnonzero(data.before_selection)
     fit_rows = np.isin(np.arange(len(y)), run.rng.permutation(before)[: run.limits.propensity_selection_fit])
     selection = select_propensity(
-        x, y, frame.rows, (fit_rows, selection_rows, test), frame.features, run.split.horizon.days, run.seed
+        x, y, frame.rows, (fit_rows, data.selection, test), frame.features, run.split.horizon.days, run.seed
     )
     run.clock.done(
         "propensity inputs chosen",
@@ -471,9 +491,13 @@ def _train_propensity(run: Run) -> _Stage:
     )
     # The BG/NBD population on every training customer: the BG/NBD-only model and, if chosen, the inputs.
     process = purchase_process_for(x, frame.rows, train, frame.features, run.split.horizon.days)
-    model = data.fit(x, run.seed, process if selection.chosen.purchase_process else None)
+    model, calibration = data.fit(x, run.seed, process if selection.chosen.purchase_process else None)
     baseline, baseline_columns = fit_recency_frequency_baseline(x[train], y[train], frame.features)
-    run.clock.done("propensity fit", f"{trees_of(model).n_iter_} boosting rounds")
+    run.clock.done(
+        "propensity fit",
+        f"{trees_of(model).n_iter_} boosting rounds; calibration {calibration.chosen.name} "
+        f"({candidate_summary(calibration.table, 'validation_log_loss')})",
+    )
     reasons = fit_reason_tables(model, x[train], frame.features, run.seed)
     run.clock.done("propensity reason tables", f"exact TreeSHAP on {reasons['sample_rows']:,} train rows")
 
@@ -505,11 +529,14 @@ def _train_propensity(run: Run) -> _Stage:
         **{f"baseline_{k}": v for k, v in measured["baseline"].items()},
         **{f"bgnbd_{k}": v for k, v in measured["bgnbd"].items()},
         **{f"oracle_{k}": measured["oracle"][k] if "oracle" in measured else None for k in measured["model"]},
-        "model": "HistGradientBoostingClassifier + sigmoid calibration (out-of-fold, folds grouped by "
-        f"customer, rows weighted by recency: half-life {CALIBRATION_HALF_LIFE_DAYS:g} days)",
+        "model": "HistGradientBoostingClassifier + calibration chosen by validation (out-of-fold, folds "
+        f"grouped by customer): {calibration.chosen.description}",
         "inputs": selection.chosen.name,
         "candidates": selection.table,
         "selection": SELECTION_RULE,
+        "calibration": calibration.chosen.name,
+        "calibration_candidates": calibration.table,
+        "calibration_selection": CALIBRATION_RULE,
         "bgnbd": {
             **process.params.describe(),
             "fitted_on": "each training customer's latest training cutoff",

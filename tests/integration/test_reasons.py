@@ -29,7 +29,7 @@ from tests.support.stack import FEATURE_REPO, Stack
 from training.export import export_checked, write_model
 from training.features import build_feature_tables, repo_tables
 from training.labels import propensity_rows
-from training.propensity import fit_propensity, recency_weights
+from training.propensity import CALIBRATIONS, fit_propensity
 from training.reasons import exact_shapley, fit_reason_tables, write_reason_tables
 from training.simulate import simulate
 
@@ -78,7 +78,8 @@ class Trained:
             rows.loc[train, "label"].to_numpy(),
             customers[train],
             SEED,
-            calibration_weight=recency_weights(rows.loc[train, "event_timestamp"]),
+            CALIBRATIONS[-1],  # the recency-weighted sigmoid: the one with every step
+            rows.loc[train, "event_timestamp"],
         )
         tables = fit_reason_tables(self.model, x[train], self.features, SEED)
         latest = rows[held_out].groupby("customer_id")["event_timestamp"].idxmax().to_numpy()

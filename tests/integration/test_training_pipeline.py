@@ -68,9 +68,18 @@ def test_models_learn_on_a_simulated_population(stack: Stack) -> None:
     best = max(round(c["validation_roc_auc"], 4) for c in inputs.values())  # ties at 4 decimals: the simpler
     assert round(inputs[p["inputs"]]["validation_roc_auc"], 4) == best
     assert 0.5 < p["bgnbd_roc_auc"] < 1.0 and p["bgnbd"]["r"] > 0 and p["bgnbd"]["alpha_days"] > 0
+    # ... and its calibration: the simplest within one standard error of the lowest validation log loss
+    calibrations = p["calibration_candidates"]
+    assert set(calibrations) == {"trees", "sigmoid", "sigmoid+recency"}
+    assert [name for name, c in calibrations.items() if c.get("chosen")] == [p["calibration"]]
+    assert min(c["validation_excess"] for c in calibrations.values()) == 0.0
+    within = [
+        n for n, c in calibrations.items() if c["validation_excess"] <= c["validation_excess_standard_error"]
+    ]
+    assert p["calibration"] == within[0]
     html = (stack.models / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
-    assert "Propensity inputs compared" in html
+    assert "Propensity inputs compared" in html and "Propensity calibrations compared" in html
 
 
 def test_exported_pair_loads_in_the_server(stack: Stack) -> None:
