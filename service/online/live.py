@@ -3,10 +3,10 @@
 Ingest (service/ingest.py) folds every event into a per-customer state; the batch bootstrap
 (``nudge features`` + ``nudge load-states``) writes the same states for every customer. Score
 reads a customer's state here and finalises it at the request's ``now`` with the contract's
-:func:`~nudge.contract.live_state.finalise_encoded` — what ``finalise``, the function the batch
-features are parity-tested against, runs — so a cart add a minute ago, and a day's worth of ageing since the last
-snapshot, are both in the answer. Customers without a state fall back to the snapshot rows
-Feast materialised (the scorer reads those for them).
+:func:`~nudge.contract.live_state.finalise_encoded` (what ``finalise``, the function the batch
+features are parity-tested against, runs), so a cart add a minute ago, and a day's worth of
+ageing since the last snapshot, are both in the answer. Customers without a state fall back to
+the snapshot rows Feast materialised (the scorer reads those for them).
 
 An event may be timed up to Ingest's skew ahead of the server clock; a state holding one is
 finalised one second after it (such events count as just before ``now``), never raising.
