@@ -84,9 +84,12 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, t: np.ndarray) -> BgNbd:
     """Maximum-likelihood (r, α, a, b), one row per customer; fails loudly if it cannot fit."""
     if len(x) < 10:
         raise ValueError(f"BG/NBD needs more customers than {len(x)}")
+    # L-BFGS-B on the log-parameters (numerical gradient): Nelder-Mead ran to its 4,000-iteration
+    # cap when the population shows no dropout (a, b -> infinity on the flat ridge of the
+    # likelihood): 41 s for 20k customers against 0.4 s here, at the same likelihood to 2e-5.
     fit = minimize(
-        _negative_log_likelihood, np.zeros(4), args=(x, t_x, t), method="Nelder-Mead",
-        options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-10},
+        _negative_log_likelihood, np.zeros(4), args=(x, t_x, t), method="L-BFGS-B",
+        options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-8},
     )  # fmt: skip
     params = np.exp(np.clip(fit.x, -30.0, 30.0))
     if not np.isfinite(fit.fun) or not np.all(np.isfinite(params)):
