@@ -260,8 +260,8 @@ def finalise_encoded(data: bytes, now: Instant, *, after_newest: bool = False) -
     """
     if not data or data[0] != VERSION:
         raise ValueError(f"live state encoding version {data[:1].hex() or 'none'}: expected {VERSION}")
-    (length,) = _UINT16.unpack_from(data, 1)
-    offset = 3 + length  # past the customer id
+    (id_length,) = _UINT16.unpack_from(data, 1)
+    offset = 3 + id_length  # past the customer id
     (length,) = _UINT16.unpack_from(data, offset)
     time_zone = data[offset + 2 : offset + 2 + length].decode()
     offset += 2 + length
@@ -288,9 +288,8 @@ def finalise_encoded(data: bytes, now: Instant, *, after_newest: bool = False) -
     s = whole_seconds(now, up=True)
     if last_event != _NONE and s <= last_event:
         if not after_newest:
-            customer_id = data[3 : 3 + _UINT16.unpack_from(data, 1)[0]].decode()
             raise ValueError(
-                f"customer {customer_id}: finalise at {s} is not after the newest applied event "
+                f"customer {data[3 : 3 + id_length].decode()}: finalise at {s} is not after the newest applied event "
                 f"({last_event}); events at or after an instant never count"
             )
         s = last_event + 1
