@@ -21,14 +21,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from nudge.contract.api import INGEST_SERVICE, SCORING_SERVICE
+from nudge.contract.channel_model import CHANNEL_NAMES
 from nudge.v1 import ingest_pb2, ingest_pb2_grpc, scoring_pb2_grpc
 from nudge.v1 import scoring_pb2 as pb
 from service.ingest import (
@@ -39,9 +41,11 @@ from service.ingest import (
     IngestUnavailable,
     Outcome,
 )
-from service.policy import Reminder
+from service.policy import Decision, Reminder
+from service.policy_columns import DECISIONS
 from service.rpc import Method, Observation, Refused, add_service
 from service.scorer import (
+    STATUSES,
     UNSET,
     InvalidQuery,
     Queries,
@@ -253,18 +257,169 @@ def to_batch_queries(requests: Sequence[pb.ScoreRequest]) -> Queries:
 
 
 def to_batch_response(requests: Sequence[pb.ScoreRequest], scores: Scores) -> pb.ScoreBatchResponse:
-    """The batch's answers in request order: each customer's response, or its error."""
+    """The batch's answers in request order: each customer's response, or its error.
+
+    Built straight from the answer columns (:class:`_AnswerRows`), not through a ScoreResult
+    per customer: the objects and datetimes in between cost more than the message itself
+    (2.5 ms of a 9 ms ScoreBatch(100) in-process). The fields every answer shares (horizon,
+    model versions) are set once in a template each response is copied from. Its responses
+    equal :func:`to_response`'s of the same answers (tests/integration/test_server.py).
+    """
     batch = pb.ScoreBatchResponse()
-    for i, req in enumerate(requests):
-        result = batch.results.add()
-        outcome = scores.result(i)
-        if isinstance(outcome, InvalidQuery):
-            result.error.customer_id = req.customer_id
-            result.error.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-            result.error.message = str(outcome)
+    results = batch.results
+    template = pb.ScoreResponse(horizon_days=scores.models.horizon_days)
+    for name, version in scores.models.versions.items():
+        template.models.add(name=name, version=version)
+    rows = _AnswerRows.of(scores)
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    for i, error in enumerate(scores.error.tolist()):
+        result = results.add()
+        if error is not None:
+            result.error.customer_id = requests[i].customer_id
+            result.error.code = invalid
+            result.error.message = error
         else:
-            to_response(outcome, result.response)
+            response = result.response
+            response.CopyFrom(template)
+            rows.fill(response, i)
     return batch
+
+
+def _set_us(stamp: Timestamp, us: int) -> None:
+    """Set a Timestamp to µs since the epoch (what :func:`_set_time` sets for its datetime)."""
+    seconds, micros = divmod(us, 1_000_000)
+    stamp.seconds = seconds
+    stamp.nanos = micros * 1000
+
+
+@dataclass(frozen=True)
+class _AnswerRows:
+    """:class:`Scores` as Python lists, each column converted once for the whole batch."""
+
+    customer_ids: list[str]
+    propensity: list[float]
+    status: list[int]
+    age: list[float]
+    channel: list[str]
+    reason_codes: list[list[str | None]]
+    reason_values: list[list[float]]
+    decision: list[int]
+    code: list[str]
+    reason: list[str]
+    best_us: list[int]
+    best_local: list[str | None]
+    zone: list[str]
+    zone_defaulted: list[bool]
+    top_us: list[list[int]]
+    top_p: list[list[float]]
+    top_count: list[int]
+    reminder: list[bool]
+    reminder_columns: tuple[list[Any], ...]  # send µs, local, is_cart, interest µs, hours, defaulted, reason
+    channel_count: list[int]
+    channel_order: list[list[int]]
+    channel_p: list[list[float]]
+    channel_us: list[list[int]]
+    channel_local: list[list[str | None]]
+    channels_defaulted: list[bool]
+
+    @classmethod
+    def of(cls, scores: Scores) -> _AnswerRows:
+        plans, r = scores.plans, scores.plans.reminders
+        return cls(
+            scores.customer_ids,
+            scores.propensity.tolist(),
+            scores.status.tolist(),
+            scores.age_seconds.tolist(),
+            scores.channel,
+            scores.reason_codes.tolist(),
+            scores.reason_values.tolist(),
+            plans.decision.tolist(),
+            plans.code.tolist(),
+            plans.reason.tolist(),
+            plans.best_us.tolist(),
+            plans.best_local.tolist(),
+            plans.zone.tolist(),
+            plans.zone_defaulted.tolist(),
+            plans.top_us.tolist(),
+            plans.top_p.tolist(),
+            plans.top_count.tolist(),
+            r.planned.tolist(),
+            tuple(
+                column.tolist()
+                for column in (
+                    r.send_us,
+                    plans.reminder_local,
+                    r.is_cart,
+                    r.interest_us,
+                    r.decide_hours,
+                    r.decide_defaulted,
+                    r.reason,
+                )
+            ),
+            plans.channel_count.tolist(),
+            plans.channel_order.tolist(),
+            plans.channel_p.tolist(),
+            plans.channel_us.tolist(),
+            plans.channel_local.tolist(),
+            plans.channels_defaulted.tolist(),
+        )
+
+    def fill(self, response: pb.ScoreResponse, i: int) -> None:
+        """Fill row ``i``'s answer (a row without error) into ``response``, field by field as
+        :func:`to_response` does."""
+        response.customer_id = self.customer_ids[i]
+        response.purchase_propensity = self.propensity[i]
+        decision = self.decision[i]
+        if decision != _SUPPRESS_INDEX:
+            _set_us(response.best_send_time, self.best_us[i])
+            response.best_send_time_local = self.best_local[i] or ""
+        response.time_zone = self.zone[i]
+        response.time_zone_defaulted = self.zone_defaulted[i]
+        slots = response.top_slots
+        for us, p in zip(self.top_us[i][: self.top_count[i]], self.top_p[i], strict=False):
+            _set_us(slots.add(probability=p).start_time, us)
+        response.decision = _DECISION_NUMBERS[decision]
+        response.reason = self.reason[i]
+        response.decision_reasons.append(self.code[i])
+        if self.reminder[i]:
+            response.decision_reasons.append("reminder_planned")
+            send_us, local, is_cart, interest_us, hours, defaulted, why = (
+                c[i] for c in self.reminder_columns
+            )
+            message = response.reminder
+            _set_us(message.send_time, send_us)
+            message.send_time_local = local
+            message.interest = "cart_add" if is_cart else "site_visit"
+            _set_us(message.interest_time, interest_us)
+            message.decide_time_hours = hours
+            message.decide_time_defaulted = defaulted
+            message.reason = why
+        order, engaged, starts, local = (
+            self.channel_order[i],
+            self.channel_p[i],
+            self.channel_us[i],
+            self.channel_local[i],
+        )
+        for c in order[: self.channel_count[i]]:
+            if local[c] is not None:
+                scored = response.channels.add(
+                    channel=_CHANNEL_BY_INDEX[c], engage_probability=engaged[c], best_send_time_local=local[c]
+                )
+                _set_us(scored.best_send_time, starts[c])
+        response.channels_defaulted = self.channels_defaulted[i]
+        for code, contribution in zip(self.reason_codes[i], self.reason_values[i], strict=True):
+            if code is not None:
+                response.propensity_reasons.add(code=code, contribution=contribution)
+        response.feature_status = _STATUS_NUMBERS[self.status[i]]
+        response.feature_age_seconds = self.age[i]
+        response.channel = _CHANNEL_NUMBERS[self.channel[i]]
+
+
+# The proto's numbers of the columns' indices (Plans.decision, Scores.status, channel order).
+_DECISION_NUMBERS = [_DECISION[d.name] for d in DECISIONS]
+_SUPPRESS_INDEX = DECISIONS.index(Decision.SUPPRESS)
+_STATUS_NUMBERS = [_STATUS[s.value] for s in STATUSES]
+_CHANNEL_BY_INDEX = [_CHANNEL_NUMBERS[name] for name in CHANNEL_NAMES]
 
 
 def _run(scorer: Scorer, requests: Sequence[pb.ScoreRequest]) -> list[ScoreResult | InvalidQuery]:

@@ -134,8 +134,11 @@ def test_batch_keeps_order_and_isolates_bad_entries(
     assert reply.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "empty" in reply.results[1].error.message
     assert "limit" in reply.results[3].error.message
-    single = stub.Score(request(stack, people["known"]), timeout=5)
-    assert reply.results[0].response.purchase_propensity == pytest.approx(single.purchase_propensity)
+    # Each answer is Score's, field for field (channels, reasons and models included).
+    for i in (0, 2, 4):
+        single = stub.Score(request(stack, ids[i]), timeout=5)
+        assert reply.results[i].response == single
+    assert reply.results[0].response.channels and reply.results[0].response.propensity_reasons
 
 
 def invalid_requests(stack: Stack) -> dict[str, pb.ScoreRequest]:

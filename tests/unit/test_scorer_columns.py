@@ -9,8 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from nudge.v1 import scoring_pb2 as pb
 from service.config import Settings
 from service.feature_columns import FeatureColumns, timestamp_column
+from service.grpc_api import to_batch_response, to_response
 from service.models import ModelSet
 from service.scorer import UNSET, InvalidQuery, Queries, ScoreQuery, Scorer, ScoreResult, Scores
 from tests.support.fakes import HISTS, STATS, FakeReader, tiny_models
@@ -101,6 +103,13 @@ def test_column_answers_equal_per_customer_answers(
             assert isinstance(got, ScoreResult) and got == want, QUERIES[i]
     statuses = {r.feature_status.value for r in expected if isinstance(r, ScoreResult)}
     assert statuses == ({"UNAVAILABLE"} if down else {"FRESH", "STALE", "MISSING"})
+    # ScoreBatch's response, built from the columns, holds Score's responses field for field.
+    batch = to_batch_response([pb.ScoreRequest(customer_id=q.customer_id) for q in QUERIES], scores)
+    for want, got in zip(expected, batch.results, strict=True):
+        if isinstance(want, InvalidQuery):
+            assert got.WhichOneof("outcome") == "error" and got.error.message == str(want)
+        else:
+            assert got.response == to_response(want)
 
 
 def test_joined_arrow_rows_score_as_the_readers_answers(models: ModelSet) -> None:
