@@ -12,10 +12,12 @@ every tree alike. It prints, per tree, the median over rounds of each stage's pe
 directory removed at exit.
 
 Stages run through the real handler (``ScoringServicer.ScoreBatch`` / ``Score``) on a scorer
-built as the server builds it. ``to_query`` and ``score`` are timed by wrapping
-``grpc_api.to_queries`` and the scorer's ``score``; inside ``score``, ``read`` (round trip and
-decoding) and ``infer`` (model rows and both ONNX runs) are timed by the scorer's own probe
-hook; ``respond`` is the rest of the handler (building the response). Only names every tree
+built as the server builds it, live states included (``nudge load-states``: every simulated
+customer is read from its live state, as a server on that repo reads them). ``to_query`` and
+``score`` are timed by wrapping ``grpc_api.to_queries`` / ``to_batch_queries`` and the scorer's
+``score`` / ``score_queries``; inside ``score``, ``read`` (round trip and decoding) and
+``infer`` (model rows and both ONNX runs) are timed by the scorer's own probe hook;
+``respond`` is the rest of the handler (building the response). Only names every tree
 has are used, so old and new code are timed by the same script.
 """
 
@@ -80,7 +82,8 @@ def _cli(tree: Path, *argv: str) -> None:
 
 
 def build_stack(tree: Path, work: Path, redis_address: str, customers: int) -> dict[str, str]:
-    """Simulated data → features → Feast repo on Redis, materialised → trained models."""
+    """Simulated data → features → Feast repo on Redis, materialised, live states loaded →
+    trained models."""
     repo, data, models = work / "repo", work / "data", work / "models"
     (repo / "data").mkdir(parents=True)
     shutil.copy(tree / "feature_repo" / "definitions.py", repo)
@@ -98,6 +101,7 @@ def build_stack(tree: Path, work: Path, redis_address: str, customers: int) -> d
         "materialize-incremental",
         datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    _cli(tree, "load-states", "--repo", str(repo))
     _cli(tree, "train", "--repo", str(repo), "--out", str(models), *sources)
     return {"repo": str(repo), "models": str(models), "customers": str(data / "customers.parquet")}
 
@@ -151,14 +155,19 @@ def measure(stack: dict[str, str], batch_size: int, repetitions: int) -> dict[st
     from nudge.v1 import scoring_pb2 as pb
     from service import grpc_api
     from service.config import Settings
-    from service.server import build_scorer
+    from service.online.live import LiveFeatures
+    from service.server import build_ingestor, build_scorer
 
     settings = Settings(repo=Path(stack["repo"]), models=Path(stack["models"]), plaintext=True)
-    scorer, _ = build_scorer(settings)
+    scorer, store = build_scorer(settings)
+    # As the server does: customers with a live state are scored on it.
+    scorer.live = LiveFeatures(build_ingestor(settings, store).store)
     clock = dict.fromkeys(STAGES, 0)
     scorer.instrument(_Probe(clock))
     scorer.score = _timed("score", clock, scorer.score)  # type: ignore[method-assign]
+    scorer.score_queries = _timed("score", clock, scorer.score_queries)  # type: ignore[method-assign]
     grpc_api.to_queries = _timed("to_query", clock, grpc_api.to_queries)
+    grpc_api.to_batch_queries = _timed("to_query", clock, grpc_api.to_batch_queries)
     servicer = grpc_api.ScoringServicer(scorer)
     ids, now = load_ids(None, Path(stack["customers"])), _as_of(stack["customers"])
     shapes: dict[str, tuple[tuple[bytes, ...], Any, Callable[..., Any]]] = {

@@ -427,6 +427,8 @@ _HISTOGRAM_REFS = tuple(
     f"{HISTOGRAMS}:{name}"
     for name in ("hist_hour_of_week", "hist_hour_of_day", "hist_day_of_week", "hist_event_count")
 )
+# Every feature :func:`finalise` returns, by reference.
+FEATURE_REFS = frozenset(_STATS_REFS + _HISTOGRAM_REFS)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

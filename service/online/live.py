@@ -19,7 +19,7 @@ from datetime import datetime
 
 from nudge.contract.features import HISTOGRAMS_VIEW, STATS_VIEW
 from nudge.contract.live_record import state_bytes
-from nudge.contract.live_state import finalise_encoded
+from nudge.contract.live_state import FEATURE_REFS, finalise_encoded
 from service.ingest import IngestUnavailable, StateStore
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable
 
@@ -42,15 +42,18 @@ class LiveFeatures:
             records = self.states.read(customer_ids)
         except IngestUnavailable as exc:
             raise FeatureStoreUnavailable(str(exc)) from exc
+        # The finalised dict serves as is when it holds every ref asked for (the server's reader
+        # asks for exactly those): a dict of them per customer cost ~3 µs more.
+        complete = FEATURE_REFS.issuperset(feature_refs)
         found = {}
         for customer_id, record in records.items():
             values = finalise_encoded(state_bytes(record), now, after_newest=True)
             # Exact at ``now``: age 0. The histograms' row exists once the customer engaged,
             # as in the batch tables.
             stamps = {STATS_VIEW: now, HISTOGRAMS_VIEW: None if values[_ENGAGEMENTS] is None else now}
-            found[customer_id] = CustomerFeatures(
-                customer_id, {ref: values.get(ref) for ref in feature_refs}, stamps
-            )
+            if not complete:
+                values = {ref: values.get(ref) for ref in feature_refs}
+            found[customer_id] = CustomerFeatures(customer_id, values, stamps)
         return found
 
 
