@@ -40,6 +40,7 @@ import math
 import operator
 import struct
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -249,15 +250,43 @@ def finalise(state: CustomerState, now: Instant) -> dict[str, object]:
 
 
 def finalise_encoded(data: bytes, now: Instant, *, after_newest: bool = False) -> dict[str, object]:
-    """:func:`finalise` of the state :func:`to_bytes` encoded, read straight from the bytes.
+    """:func:`finalise` of the state :func:`to_bytes` encoded, read straight from the bytes
+    (:func:`finalise_many` of one state)."""
+    (features,) = finalise_many([data], now, after_newest=after_newest)
+    return features
 
-    Score runs this per customer, so it builds no :class:`CustomerState` (decoding one and
+
+def finalise_many(
+    encoded: Sequence[bytes], now: Instant, *, after_newest: bool = False
+) -> list[dict[str, object]]:
+    """:func:`finalise` of each state :func:`to_bytes` encoded, read straight from the bytes.
+
+    Score and ScoreBatch run this, so it builds no :class:`CustomerState` (decoding one and
     converting every kept time cost ~70 µs of a ~150 µs read): window counts are binary
     searches in the stored ages, the 90-day amount and the decide-time median read only the
-    values they need. With ``after_newest``, an instant at or before the newest applied event
-    (one timed ahead of the server clock within Ingest's skew) is moved to just after it, so
-    such events count as just before ``now``; without, it raises as :func:`finalise` does.
+    values they need, and the histograms of all the states are normalised together in a few
+    array operations (one state's took ~5 µs of numpy calls). With ``after_newest``, an
+    instant at or before a state's newest applied event (one timed ahead of the server clock
+    within Ingest's skew) is moved to just after it, so such events count as just before
+    ``now``; without, it raises as :func:`finalise` does. The histograms are views of one
+    array shared by the call's states.
     """
+    s = whole_seconds(now, up=True)
+    decoded = [_decode(data, s, after_newest) for data in encoded]
+    histograms = _histograms([d[1] for d in decoded], [d[2] for d in decoded], [d[3] for d in decoded])
+    finalised = []
+    for (stats, _, _, _), h in zip(decoded, histograms, strict=True):
+        features: dict[str, object] = dict(zip(_STATS_REFS, stats, strict=True))
+        features.update(zip(_HISTOGRAM_REFS, h, strict=True))
+        finalised.append(features)
+    return finalised
+
+
+def _decode(
+    data: bytes, s: int, after_newest: bool
+) -> tuple[tuple[object, ...], npt.NDArray[np.uint8], npt.NDArray[np.float64], int]:
+    """One encoded state at whole second ``s``: its stats features (in _STATS_REFS order), its
+    histogram's nonzero slots and their weights, and its engagement count."""
     if not data or data[0] != VERSION:
         raise ValueError(f"live state encoding version {data[:1].hex() or 'none'}: expected {VERSION}")
     (id_length,) = _UINT16.unpack_from(data, 1)
@@ -285,7 +314,6 @@ def finalise_encoded(data: bytes, now: Instant, *, after_newest: bool = False) -
         engagement_count,
     ) = _HEADER.unpack_from(data, offset)
     offset += _HEADER.size
-    s = whole_seconds(now, up=True)
     if last_event != _NONE and s <= last_event:
         if not after_newest:
             raise ValueError(
@@ -325,8 +353,7 @@ def finalise_encoded(data: bytes, now: Instant, *, after_newest: bool = False) -
     (used,) = _UINT32.unpack_from(data, offset)  # the histogram: its nonzero slots, their values
     slots = np.frombuffer(data, np.uint8, used, offset + 4)
     offset += 4 + used
-    histogram = np.zeros(HOURS_PER_WEEK)
-    histogram[slots] = np.frombuffer(data, "<f8", used, offset)
+    weights = np.frombuffer(data, "<f8", used, offset)
     if offset + 8 * used != len(data):
         raise ValueError(f"live state encoding: {len(data) - offset - 8 * used} bytes left over")
 
@@ -382,9 +409,7 @@ def finalise_encoded(data: bytes, now: Instant, *, after_newest: bool = False) -
         (s - appeared) / DAY if appeared is not None and appeared < s else None,
         time_zone,
     )
-    features: dict[str, object] = dict(zip(_STATS_REFS, stats, strict=True))
-    features.update(zip(_HISTOGRAM_REFS, _histograms(histogram, engagement_count), strict=True))
-    return features
+    return stats, slots, weights, engagement_count
 
 
 _SENDS = (_KIND["email_send"], _KIND["sms_send"], _KIND["push_send"])
@@ -435,19 +460,41 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _histograms(histogram: npt.NDArray[np.float64], engagements: int) -> tuple[object, ...]:
-    """Normalised as the batch normalises (hour of day and day of week from the unnormalised
-    week, then scaled); null before the first engagement, as no row exists then."""
-    if not engagements:
-        return (None, None, None, None)
-    scale = 1.0 / histogram.sum()
-    day_hour = histogram.reshape(7, 24)
-    return (
-        (histogram * scale).astype(np.float32),
-        (day_hour.sum(axis=0) * scale).astype(np.float32),
-        (day_hour.sum(axis=1) * scale).astype(np.float32),
-        float(engagements),
-    )
+def _histograms(
+    slots: Sequence[npt.NDArray[np.uint8]],
+    weights: Sequence[npt.NDArray[np.float64]],
+    engagements: Sequence[int],
+) -> list[tuple[object, ...]]:
+    """Each state's histogram features from its week's nonzero ``slots`` and their ``weights``,
+    normalised as the batch normalises them (hour of day and day of week summed from the
+    unnormalised week, then scaled); null before the first engagement, as no row exists then.
+    All the states' weeks as one matrix: a few numpy calls whatever their number."""
+    n = len(slots)
+    # Per state: the week's 168 slots, then hour of day (24) and day of week (7), one row.
+    folded = np.zeros((n, _FOLDED))
+    week = folded[:, :HOURS_PER_WEEK]
+    if n == 1:  # Score's read: the cheapest assignment
+        week[0, slots[0]] = weights[0]
+    elif n:
+        rows = np.repeat(np.arange(n), [len(x) for x in slots])
+        week[rows, np.concatenate(slots)] = np.concatenate(weights)
+    day_hour = week.reshape(n, 7, 24)
+    day_hour.sum(axis=1, out=folded[:, HOURS_PER_WEEK:_DAY_OF_WEEK])
+    day_hour.sum(axis=2, out=folded[:, _DAY_OF_WEEK:])
+    # An engaged state's week is positive; a week of zeros (no engagement: None) scales to zeros.
+    folded *= 1.0 / np.maximum(folded[:, _DAY_OF_WEEK:].sum(axis=1, keepdims=True), _TINY)
+    out = folded.astype(np.float32)
+    return [
+        (out[i, :HOURS_PER_WEEK], out[i, HOURS_PER_WEEK:_DAY_OF_WEEK], out[i, _DAY_OF_WEEK:], float(count))
+        if count
+        else (None, None, None, None)
+        for i, count in enumerate(engagements)
+    ]
+
+
+_DAY_OF_WEEK = HOURS_PER_WEEK + 24  # where a folded row's day-of-week sums start
+_FOLDED = _DAY_OF_WEEK + 7
+_TINY = np.finfo(np.float64).tiny
 
 
 def whole_seconds(at: Instant, *, up: bool) -> int:

@@ -23,7 +23,8 @@ class CustomerFeatures:
     """One customer's online features as of a read.
 
     ``values`` maps every requested feature ref (``"view:feature"``) to its value, or None when
-    missing (no row, null value, or the view's row is older than its TTL). Scalars are Python
+    missing (no row, null value, or the view's row is older than its TTL); it may hold other
+    refs too (a live state's features are all finalised at once, service/online/live.py). Scalars are Python
     floats/ints/str/bool, numeric arrays read-only numpy arrays (float32 for ``Array(Float32)``).
     ``event_timestamps`` maps each view to the (UTC) event time of the row its values came from,
     or None when that view's values are missing, so the caller can compute feature age.

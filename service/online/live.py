@@ -3,7 +3,7 @@
 Ingest (service/ingest.py) folds every event into a per-customer state; the batch bootstrap
 (``nudge features`` + ``nudge load-states``) writes the same states for every customer. Score
 reads a customer's state here and finalises it at the request's ``now`` with the contract's
-:func:`~nudge.contract.live_state.finalise_encoded` (what ``finalise``, the function the batch
+:func:`~nudge.contract.live_state.finalise_many` (what ``finalise``, the function the batch
 features are parity-tested against, runs), so a cart add a minute ago, and a day's worth of
 ageing since the last snapshot, are both in the answer. Customers without a state fall back to
 the snapshot rows Feast materialised (the scorer reads those for them).
@@ -19,7 +19,7 @@ from datetime import datetime
 
 from nudge.contract.features import HISTOGRAMS_VIEW, STATS_VIEW
 from nudge.contract.live_record import state_bytes
-from nudge.contract.live_state import FEATURE_REFS, finalise_encoded
+from nudge.contract.live_state import FEATURE_REFS, finalise_many
 from service.ingest import IngestUnavailable, StateStore
 from service.online.base import CustomerFeatures, FeatureStoreUnavailable
 
@@ -45,9 +45,9 @@ class LiveFeatures:
         # The finalised dict serves as is when it holds every ref asked for (the server's reader
         # asks for exactly those): a dict of them per customer cost ~3 µs more.
         complete = FEATURE_REFS.issuperset(feature_refs)
+        finalised = finalise_many([state_bytes(r) for r in records.values()], now, after_newest=True)
         found = {}
-        for customer_id, record in records.items():
-            values = finalise_encoded(state_bytes(record), now, after_newest=True)
+        for customer_id, values in zip(records, finalised, strict=True):
             # Exact at ``now``: age 0. The histograms' row exists once the customer engaged,
             # as in the batch tables.
             stamps = {STATS_VIEW: now, HISTOGRAMS_VIEW: None if values[_ENGAGEMENTS] is None else now}

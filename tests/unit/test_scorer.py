@@ -206,7 +206,7 @@ def test_an_event_timed_after_now_counts_as_just_before_it() -> None:
     live = LiveFeatures(with_state(shopper(40 * 1440, -2)))
     ref = f"{STATS}:purchase_count_30d"
     (found,) = live.read(["live"], NOW, [ref]).values()
-    assert found.values == {ref: 1.0}
+    assert found.values[ref] == 1.0
 
 
 class DownStore(MemoryStore):
