@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -240,6 +241,8 @@ class Scorer:
         quiet = (settings.quiet_start_hour, settings.quiet_end_hour)
         self._default_quiet = quiet if quiet[0] != quiet[1] else None
         self._kinds: tuple[ModelSet, tuple[str, ...], FeatureKinds] | None = None
+        # Runs the send-time model beside the propensity's for batches (started on first use).
+        self._beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nudge-send-time")
         self.instrument()
 
     def swap(self, models: ModelSet, reader: OnlineFeatureReader | None = None) -> None:
@@ -355,20 +358,23 @@ class Scorer:
             cached = self._kinds = (models, refs, FeatureKinds.of(refs, arrays, (TIME_ZONE_REF,)))
         return cached[2]
 
-    @staticmethod
     def _infer_columns(
-        models: ModelSet, features: FeatureColumns
+        self, models: ModelSet, features: FeatureColumns
     ) -> tuple[np.ndarray, np.ndarray, tuple[ObjectArray, np.ndarray]]:
-        """Both models on the batch, and the propensity's reasons from the same input matrix."""
+        """Both models on the batch, and the propensity's reasons from the same input matrix.
+        From PARALLEL_ROWS rows on, the send-time model runs on a second thread meanwhile
+        (onnxruntime releases the GIL while it runs)."""
+        n = len(features)
+        send_x = model_matrix(models.send_time, features)
+        beside = self._beside.submit(_predict, models.send_time, send_x) if n >= PARALLEL_ROWS else None
         x = model_matrix(models.propensity, features)
         propensity = _predict(models.propensity, x)[:, 1].astype(np.float64)
-        n = len(features)
         reasons = (
             models.propensity.reasons.top(x)
             if models.propensity.reasons is not None
             else (np.full((n, 0), None, dtype=object), np.zeros((n, 0)))
         )
-        hour_probs = _predict(models.send_time, model_matrix(models.send_time, features))
+        hour_probs = beside.result() if beside is not None else _predict(models.send_time, send_x)
         return propensity, hour_probs, reasons
 
     def score_queries(self, queries: Queries, clock: datetime | None = None) -> Scores:
@@ -556,6 +562,10 @@ def _numbers(values: dict[str, object], refs: Sequence[str], missing: float) -> 
 
 _CHANNEL_INDEX = {name: i for i, name in enumerate(CHANNEL_NAMES)}
 
+
+# From this many rows on, a column-wise call runs its two models side by side: for ScoreBatch(100)
+# that took ~0.4 ms off ~0.9 ms of onnxruntime here; below it the hand-over costs more than it saves.
+PARALLEL_ROWS = 32
 
 # Rows per ONNX run: onnxruntime's arena keeps the largest run's intermediates for good (the
 # send-time model's for 50,000 rows took an audience job's RSS up by ~1.3 GB), and runs of

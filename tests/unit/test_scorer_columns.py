@@ -105,11 +105,11 @@ def test_column_answers_equal_per_customer_answers(
     assert statuses == ({"UNAVAILABLE"} if down else {"FRESH", "STALE", "MISSING"})
     # ScoreBatch's response, built from the columns, holds Score's responses field for field.
     batch = to_batch_response([pb.ScoreRequest(customer_id=q.customer_id) for q in QUERIES], scores)
-    for want, got in zip(expected, batch.results, strict=True):
+    for want, entry in zip(expected, batch.results, strict=True):
         if isinstance(want, InvalidQuery):
-            assert got.WhichOneof("outcome") == "error" and got.error.message == str(want)
+            assert entry.WhichOneof("outcome") == "error" and entry.error.message == str(want)
         else:
-            assert got.response == to_response(want)
+            assert entry.response == to_response(want)
 
 
 def test_joined_arrow_rows_score_as_the_readers_answers(models: ModelSet) -> None:
@@ -156,3 +156,19 @@ def test_models_run_in_blocks_answer_as_one_run(models: ModelSet, monkeypatch: p
         return [str(r) if isinstance(r, InvalidQuery) else r for r in map(scores.result, range(len(QUERIES)))]
 
     assert answers(blocks) == answers(whole)
+
+
+def test_models_side_by_side_answer_as_one_after_the_other(
+    models: ModelSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From PARALLEL_ROWS rows on, the send-time model runs on a second thread: the same answers."""
+    scorer = Scorer(FakeReader(CUSTOMERS), models, Settings())
+    many = QUERIES * 5
+    monkeypatch.setattr("service.scorer.PARALLEL_ROWS", len(many))
+    beside = scorer.score_queries(columns(many), clock=NOW)
+    monkeypatch.setattr("service.scorer.PARALLEL_ROWS", len(many) + 1)
+    serial = scorer.score_queries(columns(many), clock=NOW)
+    assert scorer._beside._threads  # the second thread did run
+    for i in range(len(many)):
+        one, other = beside.result(i), serial.result(i)
+        assert one == other if isinstance(other, ScoreResult) else str(one) == str(other)
