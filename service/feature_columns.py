@@ -13,9 +13,11 @@ the row is past its TTL) and, per view, the event time of the row its values cam
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -82,10 +84,23 @@ class FeatureColumns:
 
     @classmethod
     def from_features(cls, kinds: FeatureKinds, found: Sequence[CustomerFeatures | None]) -> FeatureColumns:
-        """The readers' answers (None: the store was down, cold start) as columns."""
+        """The readers' answers (None: the store was down, cold start) as columns.
+
+        ScoreBatch runs this on every call: each row's numbers come out in one C call
+        (``itemgetter``; a reader's row holds every ref it was asked for), and a row's event
+        time is converted once per distinct time (a batch's live rows share one: ``now``)."""
         n = len(found)
         rows = [f.values if f is not None else {} for f in found]
-        scalars = np.array([[v.get(ref) for ref in kinds.scalars] for v in rows], dtype=np.float64)
+        numbers = operator.itemgetter(*kinds.scalars) if len(kinds.scalars) > 1 else None
+        table = []
+        for values in rows:
+            try:
+                table.append(
+                    numbers(values) if numbers is not None and values else _gets(values, kinds.scalars)
+                )
+            except KeyError:  # a row without some ref: None for it, as a missing value
+                table.append(_gets(values, kinds.scalars))
+        scalars = np.array(table, dtype=np.float64)
         arrays = {}
         for ref, width in kinds.arrays:
             column = np.full((n, width), np.nan, dtype=np.float32)
@@ -97,12 +112,17 @@ class FeatureColumns:
         strings = {
             ref: [s if isinstance(s := v.get(ref), str) else None for v in rows] for ref in kinds.strings
         }
+        converted: dict[object, int] = {None: MISSING_US}
         stamps = {}
         for view in kinds.views:
-            times = [f.event_timestamps.get(view) if f is not None else None for f in found]
-            stamps[view] = np.array(
-                [MISSING_US if t is None else to_us(t, view) for t in times], dtype=np.int64
-            )
+            column_us = []
+            for f in found:
+                t = f.event_timestamps.get(view) if f is not None else None
+                us = converted.get(t)
+                if us is None:
+                    us = converted[t] = to_us(cast(datetime, t), view)
+                column_us.append(us)
+            stamps[view] = np.array(column_us, dtype=np.int64)
         available = np.array([f is not None for f in found], dtype=np.bool_)
         return cls(kinds, scalars.reshape(n, len(kinds.scalars)), arrays, strings, stamps, available)
 
@@ -129,6 +149,11 @@ class FeatureColumns:
             column = batch.column(timestamp_column(view)).cast(pa.timestamp("us", tz="UTC"))
             stamps[view] = pc.fill_null(column.cast(pa.int64()), MISSING_US).to_numpy()
         return cls(kinds, scalars, arrays, strings, stamps, np.ones(n, dtype=np.bool_))
+
+
+def _gets(values: dict[str, object], refs: Sequence[str]) -> tuple[object, ...]:
+    """``refs``' values, None for those the row lacks."""
+    return tuple(values.get(ref) for ref in refs)
 
 
 def _numbers(column: pa.Array) -> npt.NDArray[np.float64]:
