@@ -30,6 +30,7 @@ from service.zones import (
     ZoneTable,
     candidate_hours,
     known_zone_table,
+    local_time,
     zone_table,
 )
 
@@ -439,7 +440,7 @@ def _plan_group(
             continue
         best, best_index = top_slots[0], top[0][0]
         if best_index not in local:
-            local[best_index] = best.start.astimezone(table.zone).isoformat()
+            local[best_index] = local_time(table.zone.key, starts[best_index])
         when = local[best_index]
         decision, code, reason = decide(starts[best_index] == item.now_us, when, best.probability)
         reminder = None
@@ -482,7 +483,7 @@ def _reminder(planned: ReminderPlan, table: ZoneTable) -> Reminder:
     send_time = to_datetime(planned.send_us)
     return Reminder(
         send_time,
-        send_time.astimezone(table.zone).isoformat(),
+        local_time(table.zone.key, planned.send_us),
         planned.interest,
         to_datetime(planned.interest_us),
         planned.decide_hours,
@@ -506,7 +507,8 @@ def _channels(
     ``times`` and ``local`` cache a candidate's datetime and local time, shared with the plan."""
     rates = [item.query.channel_rates for item in group]
     sends = [item.query.channel_sends for item in group]
-    hours = np.broadcast_to(local_hours, probs.shape)
+    # One customer (a Score) takes the row as a (1, k) view: broadcast_to costs ~7 µs of Python.
+    hours = local_hours[np.newaxis] if len(group) == 1 else np.broadcast_to(local_hours, probs.shape)
     best, engaged = model.best(rates, sends, probs, hours)
     best_list, engaged_list = best.tolist(), engaged.tolist()
     cold = ChannelModel.cold_start(sends).tolist()
@@ -522,7 +524,7 @@ def _channels(
             if j not in times:
                 times[j] = to_datetime(starts[j])
             if j not in local:
-                local[j] = times[j].astimezone(table.zone).isoformat()
+                local[j] = local_time(table.zone.key, starts[j])
             choices.append(ChannelChoice(CHANNEL_NAMES[c], p[c], times[j], local[j]))
         out.append((tuple(choices), cold[i]))
     return out

@@ -46,7 +46,15 @@ from service.policy import (
     to_datetime,
 )
 from service.reminders import Reminders, plan_reminders
-from service.zones import TABLE_END_S, TABLE_START_S, ZoneTable, candidate_hours, known_zone_table, zone_table
+from service.zones import (
+    TABLE_END_S,
+    TABLE_START_S,
+    ZoneTable,
+    candidate_hours,
+    known_zone_table,
+    local_time,
+    zone_table,
+)
 
 FloatArray = npt.NDArray[np.floating[Any]]
 IntArray = npt.NDArray[np.int64]
@@ -473,7 +481,7 @@ def _local_times(c: _Candidates, needed: IntArray) -> ObjectArray:
     local = np.full(max(1, len(c.every_start)), None, dtype=object)
     chosen = np.unique(needed)
     local[chosen] = [
-        to_datetime(us).astimezone(c.every_table[i].zone).isoformat()
+        local_time(c.every_table[i].zone.key, us)
         for i, us in zip(chosen.tolist(), c.every_start[chosen].tolist(), strict=True)
     ]
     return local

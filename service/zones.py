@@ -14,7 +14,7 @@ import functools
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -40,6 +40,9 @@ TABLE_END_S = 4_102_444_800  # 2100-01-01T00:00Z
 # enough there: ~25 ms per zone.
 _SCAN_STEP_S = 86_400
 _RULE_SCAN_STEP_S = 7 * 86_400
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,15 @@ def known_zone_table(name: str) -> ZoneTable | None:
         return zone_table(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def local_time(zone: str, at_us: int) -> str:
+    """An instant (µs since the epoch) as ISO-8601 local time in a known zone, e.g.
+    ``2026-12-04T15:00:00+01:00``. Cached (bounded): the answers' local times are candidate hour
+    starts, shared by a batch's customers and by successive calls until the hour turns, and
+    formatting one cost ~3 µs (86 per ScoreBatch(100) here)."""
+    return (_EPOCH + timedelta(microseconds=at_us)).astimezone(ZoneInfo(zone)).isoformat()
 
 
 @functools.lru_cache(maxsize=4096)

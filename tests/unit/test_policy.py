@@ -536,3 +536,17 @@ def test_a_zone_table_is_built_once() -> None:
     a scan each time cost ~0.3 ms."""
     assert zone_table("Europe/Lisbon") is zone_table("Europe/Lisbon")
     assert zone_table("UTC") is zone_table("UTC")
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "utc"),
+    [
+        ("Asia/Kolkata", datetime(2026, 12, 4, 9, 30, tzinfo=UTC)),
+        ("Europe/Berlin", datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),  # the hour the clocks go forward
+        ("America/St_Johns", datetime(2026, 11, 1, 4, 30, tzinfo=UTC)),
+    ],
+)
+def test_local_time_is_the_instant_in_its_zone(zone_name: str, utc: datetime) -> None:
+    us = (utc - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert zones.local_time(zone_name, us) == utc.astimezone(ZoneInfo(zone_name)).isoformat()
+    assert zones.local_time(zone_name, us) is zones.local_time(zone_name, us)  # cached
