@@ -16,8 +16,8 @@ Two forms of the same call:
   FeatureColumns`), each model's matrix filled a column at a time, the column-wise policy
   (service/policy_columns.py), answers as columns (:class:`Scores`). What ScoreBatch and
   ``nudge score-audience`` take: no Python per customer but the readers', the sentences and
-  the output (ScoreBatch's response takes each answer as a ScoreResult, :meth:`Scores.result`;
-  the audience's columns are built from the arrays).
+  the output (ScoreBatch's response and the audience's columns are built from the arrays;
+  :meth:`Scores.result` gives one row as a ScoreResult, what the tests compare with Score's).
 
 tests/unit/test_scorer_columns.py holds the two forms' answers equal.
 """
