@@ -2,7 +2,8 @@
 
 The quality floor asks for ROC-AUC within 0.02 of the oracle, and the oracle knows each
 simulated customer's hidden parameters. This experiment refits the same calibrated trees on
-the same rows (``nudge train``'s own training set, sampling and seed) with extra inputs:
+the same rows (``nudge train``'s own training set, sampling, seed and chosen inputs: the BG/NBD
+posterior columns when train's validation kept them) with extra inputs:
 
   feature service        the shipped inputs (reproduces the report's roc_auc exactly)
   + observable extras    more features computed from the events themselves, as of each
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from training.features import DAY, _Customers, _Timeline, _unix_seconds
-from training.train import Limits, PropensitySet, Run, prepare, propensity_set, single_threaded
+from training.train import Limits, PropensitySet, Run, choose_inputs, prepare, propensity_set, single_threaded
 
 RENEWAL = ("renewal_shape", "renewal_scale_hours")
 OPENS = ("email_open", "push_open")
@@ -73,14 +74,21 @@ def hidden_parameters(truth: pd.DataFrame, rows: pd.DataFrame, names: tuple[str,
     return table.loc[rows["customer_id"]].to_numpy(np.float32)
 
 
-def roc_auc(data: PropensitySet, x: np.ndarray, seed: int) -> float:
-    """Test ROC-AUC of the shipped model recipe (calibrated trees) fitted on ``x``'s train rows."""
+def roc_auc(run: Run, data: PropensitySet, x: np.ndarray, seed: int, purchase_process: bool) -> float:
+    """Test ROC-AUC of the shipped model recipe fitted on ``x``'s train rows: calibrated trees,
+    with the BG/NBD posterior columns in front when ``nudge train`` chose them (fitted on these
+    rows, as train fits them)."""
     from sklearn.metrics import roc_auc_score
 
     from training.propensity import positive_probability
+    from training.propensity_selection import purchase_process_for
 
+    process = None
+    if purchase_process:
+        rows, features = data.frame.rows, data.frame.features
+        process = purchase_process_for(x, rows, data.train, features, run.split.horizon.days)
     test = ~data.train
-    return float(roc_auc_score(data.y[test], positive_probability(data.fit(x, seed)[0], x[test])))
+    return float(roc_auc_score(data.y[test], positive_probability(data.fit(x, seed, process)[0], x[test])))
 
 
 def ceiling(run: Run, seeds: list[int]) -> dict[str, Any]:
@@ -92,6 +100,7 @@ def ceiling(run: Run, seeds: list[int]) -> dict[str, Any]:
     if run.truth is None:
         raise ValueError("the ceiling needs the simulator's truth (--truth)")
     data = propensity_set(run)
+    purchase_process = choose_inputs(run, data).chosen.purchase_process  # as nudge train chose
     rows, x = data.frame.rows, data.frame.x
     numeric = tuple(c for c in run.truth.columns if c != "customer_id" and run.truth[c].dtype.kind in "fiub")
     inputs = {
@@ -106,7 +115,7 @@ def ceiling(run: Run, seeds: list[int]) -> dict[str, Any]:
     oracle = true_purchase_probability(run.truth, run.events, test, run.split.horizon.days)
     by_inputs: dict[str, dict[str, Any]] = {}
     for name, matrix in inputs.items():
-        aucs = [roc_auc(data, matrix, seed) for seed in seeds]
+        aucs = [roc_auc(run, data, matrix, seed, purchase_process) for seed in seeds]
         by_inputs[name] = {"per_seed": aucs, "median": float(np.median(aucs))}
         print(f"{name:<22} " + "  ".join(f"{a:.4f}" for a in aucs), flush=True)
     return {

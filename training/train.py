@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from training.datasets import TrainingFrame
     from training.export import Exported
     from training.propensity import Calibration
-    from training.propensity_selection import Selection
+    from training.propensity_selection import Candidate, Selection
     from training.purchase_process import PurchaseProcess
     from training.report import Plots
     from training.split import TimeSplit
@@ -431,6 +431,20 @@ class PropensitySet:
         return Pipeline([("purchase_process", process), ("calibrated_trees", model)]), calibration
 
 
+def choose_inputs(run: Run, data: PropensitySet) -> Selection[Candidate]:
+    """The propensity's inputs chosen by validation (training/propensity_selection.py): the
+    candidates fitted on a seeded sample of the train rows before the selection period, scored
+    on the selection period. ``nudge train`` and ``python -m training.ceiling`` both call it
+    right after :func:`propensity_set`, so both draw the same sample and make the same choice."""
+    from training.propensity_selection import select_propensity
+
+    frame, y = data.frame, data.y
+    before = np.flatnonzero(data.before_selection)
+    fit_rows = np.isin(np.arange(len(y)), run.rng.permutation(before)[: run.limits.propensity_selection_fit])
+    parts = (fit_rows, data.selection, ~data.train)
+    return select_propensity(frame.x, y, frame.rows, parts, frame.features, run.split.horizon.days, run.seed)
+
+
 def propensity_set(run: Run) -> PropensitySet:
     """Every (customer, cutoff) of the train and test periods, labelled, capped by seeded
     subsamples and joined point in time to the propensity feature service."""
@@ -473,18 +487,13 @@ def _train_propensity(run: Run) -> _Stage:
         CALIBRATION_RULE,
         SELECTION_RULE,
         purchase_process_for,
-        select_propensity,
     )
     from training.reasons import fit_reason_tables
     from training.report import candidate_summary
 
     data = propensity_set(run)
     frame, x, y, train, test = data.frame, data.frame.x, data.y, data.train, ~data.train
-    before = np.flatnonzero(data.before_selection)
-    fit_rows = np.isin(np.arange(len(y)), run.rng.permutation(before)[: run.limits.propensity_selection_fit])
-    selection = select_propensity(
-        x, y, frame.rows, (fit_rows, data.selection, test), frame.features, run.split.horizon.days, run.seed
-    )
+    selection = choose_inputs(run, data)
     run.clock.done(
         "propensity inputs chosen",
         f"{selection.chosen.name} ({candidate_summary(selection.table, 'validation_roc_auc')})",
