@@ -13,8 +13,9 @@ the row is past its TTL) and, per view, the event time of the row its values cam
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
@@ -55,6 +56,14 @@ class FeatureKinds:
         views = tuple(dict.fromkeys(r.partition(":")[0] for r in refs))
         return cls(numbers, wide, text, views)
 
+    @functools.cached_property
+    def numbers_of(self) -> Callable[[Mapping[str, object]], tuple[object, ...]]:
+        """A row's ``scalars`` values, in one C call where there are several (``itemgetter``;
+        made once per kinds); KeyError when the row lacks one."""
+        if len(self.scalars) > 1:
+            return operator.itemgetter(*self.scalars)
+        return lambda values: tuple(values[ref] for ref in self.scalars)
+
 
 @dataclass(frozen=True)
 class FeatureColumns:
@@ -91,15 +100,13 @@ class FeatureColumns:
         time is converted once per distinct time (a batch's live rows share one: ``now``)."""
         n = len(found)
         rows = [f.values if f is not None else {} for f in found]
-        numbers = operator.itemgetter(*kinds.scalars) if len(kinds.scalars) > 1 else None
+        numbers_of = kinds.numbers_of
         table = []
         for values in rows:
             try:
-                table.append(
-                    numbers(values) if numbers is not None and values else _gets(values, kinds.scalars)
-                )
-            except KeyError:  # a row without some ref: None for it, as a missing value
-                table.append(_gets(values, kinds.scalars))
+                table.append(numbers_of(values))
+            except KeyError:  # a row without some ref (a cold start has none): None, missing
+                table.append(tuple(values.get(ref) for ref in kinds.scalars))
         scalars = np.array(table, dtype=np.float64)
         arrays = {}
         for ref, width in kinds.arrays:
@@ -149,11 +156,6 @@ class FeatureColumns:
             column = batch.column(timestamp_column(view)).cast(pa.timestamp("us", tz="UTC"))
             stamps[view] = pc.fill_null(column.cast(pa.int64()), MISSING_US).to_numpy()
         return cls(kinds, scalars, arrays, strings, stamps, np.ones(n, dtype=np.bool_))
-
-
-def _gets(values: dict[str, object], refs: Sequence[str]) -> tuple[object, ...]:
-    """``refs``' values, None for those the row lacks."""
-    return tuple(values.get(ref) for ref in refs)
 
 
 def _numbers(column: pa.Array) -> npt.NDArray[np.float64]:

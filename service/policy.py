@@ -507,9 +507,7 @@ def _channels(
     ``times`` and ``local`` cache a candidate's datetime and local time, shared with the plan."""
     rates = [item.query.channel_rates for item in group]
     sends = [item.query.channel_sends for item in group]
-    # One customer (a Score) takes the row as a (1, k) view: broadcast_to costs ~7 µs of Python.
-    hours = local_hours[np.newaxis] if len(group) == 1 else np.broadcast_to(local_hours, probs.shape)
-    best, engaged = model.best(rates, sends, probs, hours)
+    best, engaged = model.best(rates, sends, probs, local_hours[np.newaxis])  # the group's hours
     best_list, engaged_list = best.tolist(), engaged.tolist()
     cold = ChannelModel.cold_start(sends).tolist()
     out = []

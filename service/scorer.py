@@ -563,8 +563,9 @@ def _numbers(values: dict[str, object], refs: Sequence[str], missing: float) -> 
 _CHANNEL_INDEX = {name: i for i, name in enumerate(CHANNEL_NAMES)}
 
 
-# From this many rows on, a column-wise call runs its two models side by side: for ScoreBatch(100)
-# that took ~0.4 ms off ~0.9 ms of onnxruntime here; below it the hand-over costs more than it saves.
+# From this many rows on, a column-wise call runs its two models side by side: ScoreBatch(100)'s
+# inference stage 1.50 -> 1.00 ms (loadtest/batch_stages.py, docs/benchmarks.md "Issue 14,
+# 2026-12-04"); for a few rows the hand-over to the thread costs about what it saves.
 PARALLEL_ROWS = 32
 
 # Rows per ONNX run: onnxruntime's arena keeps the largest run's intermediates for good (the

@@ -27,13 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from training.features import DAY, _Customers, _Timeline, _unix_seconds
 from training.train import Limits, PropensitySet, Run, choose_inputs, prepare, propensity_set, single_threaded
+
+if TYPE_CHECKING:
+    from training.purchase_process import PurchaseProcess
 
 RENEWAL = ("renewal_shape", "renewal_scale_hours")
 OPENS = ("email_open", "push_open")
@@ -74,19 +77,13 @@ def hidden_parameters(truth: pd.DataFrame, rows: pd.DataFrame, names: tuple[str,
     return table.loc[rows["customer_id"]].to_numpy(np.float32)
 
 
-def roc_auc(run: Run, data: PropensitySet, x: np.ndarray, seed: int, purchase_process: bool) -> float:
+def roc_auc(data: PropensitySet, x: np.ndarray, seed: int, process: PurchaseProcess | None) -> float:
     """Test ROC-AUC of the shipped model recipe fitted on ``x``'s train rows: calibrated trees,
-    with the BG/NBD posterior columns in front when ``nudge train`` chose them (fitted on these
-    rows, as train fits them)."""
+    behind the BG/NBD posterior columns when a ``process`` step is given (as train fits them)."""
     from sklearn.metrics import roc_auc_score
 
     from training.propensity import positive_probability
-    from training.propensity_selection import purchase_process_for
 
-    process = None
-    if purchase_process:
-        rows, features = data.frame.rows, data.frame.features
-        process = purchase_process_for(x, rows, data.train, features, run.split.horizon.days)
     test = ~data.train
     return float(roc_auc_score(data.y[test], positive_probability(data.fit(x, seed, process)[0], x[test])))
 
@@ -95,6 +92,7 @@ def ceiling(run: Run, seeds: list[int]) -> dict[str, Any]:
     """ROC-AUC per input set and seed, and the oracle's on the same test rows."""
     from sklearn.metrics import roc_auc_score
 
+    from training.propensity_selection import purchase_process_for
     from training.simulate import true_purchase_probability
 
     if run.truth is None:
@@ -115,7 +113,13 @@ def ceiling(run: Run, seeds: list[int]) -> dict[str, Any]:
     oracle = true_purchase_probability(run.truth, run.events, test, run.split.horizon.days)
     by_inputs: dict[str, dict[str, Any]] = {}
     for name, matrix in inputs.items():
-        aucs = [roc_auc(run, data, matrix, seed, purchase_process) for seed in seeds]
+        # The BG/NBD step fitted once per input set, on these rows, when train chose it.
+        process = (
+            purchase_process_for(matrix, rows, data.train, data.frame.features, run.split.horizon.days)
+            if purchase_process
+            else None
+        )
+        aucs = [roc_auc(data, matrix, seed, process) for seed in seeds]
         by_inputs[name] = {"per_seed": aucs, "median": float(np.median(aucs))}
         print(f"{name:<22} " + "  ".join(f"{a:.4f}" for a in aucs), flush=True)
     return {

@@ -199,7 +199,8 @@ class ChannelModel:
         is the one with the largest linear predictor and the link runs on those 3n values only,
         in a handful of numpy calls (a single-customer Score pays ~1 µs per call), the customer
         terms of one customer in plain Python. Inputs as :meth:`probabilities`, already
-        validated by the caller: local hours 0..23, (n, k)."""
+        validated by the caller: local hours 0..23, (n, k), or (1, k) when every row's
+        candidates are the same hours (a group of customers sharing a zone and window)."""
         # NaN: no opinion (1/168); the floor keeps a ruled-out slot finite.
         slot = np.full(slot_probability.shape, 1.0 / SLOTS_PER_WEEK)
         np.fmax(
@@ -207,8 +208,7 @@ class ChannelModel:
         )
         np.log(slot, out=slot)
         slot *= self.slot_weight
-        eta = self._arrays.by_hour[local_hour]  # (n, k, 3)
-        eta += slot[:, :, None]
+        eta = self._arrays.by_hour[local_hour] + slot[:, :, None]  # (n, k, 3)
         index = eta.argmax(axis=1)  # (n, 3)
         top = eta.max(axis=1)
         top += self._customer_terms(rates, sends)

@@ -29,6 +29,10 @@ class LiveFeatures:
 
     def __init__(self, states: StateStore) -> None:
         self.states = states
+        # Whether the finalised dicts hold every ref of the last refs asked for (they are the
+        # reader's, fixed until a model swap): checked once per refs, not per call.
+        self._refs: Sequence[str] | None = None
+        self._complete = False
 
     def read(
         self, customer_ids: Sequence[str], now: datetime, feature_refs: Sequence[str]
@@ -44,7 +48,9 @@ class LiveFeatures:
             raise FeatureStoreUnavailable(str(exc)) from exc
         # The finalised dict serves as is when it holds every ref asked for (the server's reader
         # asks for exactly those): a dict of them per customer cost ~3 µs more.
-        complete = FEATURE_REFS.issuperset(feature_refs)
+        if feature_refs is not self._refs:
+            self._refs, self._complete = feature_refs, FEATURE_REFS.issuperset(feature_refs)
+        complete = self._complete
         finalised = finalise_many([state_bytes(r) for r in records.values()], now, after_newest=True)
         found = {}
         for customer_id, values in zip(records, finalised, strict=True):
