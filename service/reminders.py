@@ -26,6 +26,8 @@ per customer); tests/unit/test_policy_columns.py holds them equal.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +76,8 @@ def interest_of(hours_ago: object, is_cart: object, decide_hours: object) -> Int
 def plan_reminder(
     interest: Interest,
     now_us: int,
-    starts_us: npt.NDArray[np.int64],
-    probabilities: npt.NDArray[np.floating],
+    starts_us: Sequence[int],
+    probabilities: Sequence[float],
     default_decide_hours: float,
 ) -> ReminderPlan | None:
     """The reminder for one customer, from the allowed candidate hours of the sendable window
@@ -88,15 +90,15 @@ def plan_reminder(
     if now_us - interest_us > max(2 * decide_us, COLD_AFTER_MIN_US) or not len(starts_us):
         return None
     target = max(interest_us + decide_us, now_us)
-    first = int(np.searchsorted(starts_us, target - target % HOUR_US, side="left"))
+    first = bisect.bisect_left(starts_us, target - target % HOUR_US)
     if first == len(starts_us):
         return None
     spread = max(decide_us // 2, MIN_SPREAD_US)
-    last = int(np.searchsorted(starts_us, target + spread, side="right"))
-    # Most probable within the band (ties to the earliest), else the first allowed after it.
-    chosen = first + int(np.argmax(probabilities[first:last])) if last > first else first
+    last = bisect.bisect_right(starts_us, target + spread)
+    # Most probable within the band (max() keeps the earliest of ties), else the first allowed after it.
+    chosen = max(range(first, last), key=probabilities.__getitem__) if last > first else first
     reason = _reason(kind, interest.hours_ago, defaulted, decide_hours)
-    return ReminderPlan(int(starts_us[chosen]), interest_us, kind, decide_hours, defaulted, reason)
+    return ReminderPlan(starts_us[chosen], interest_us, kind, decide_hours, defaulted, reason)
 
 
 def _reason(kind: str, hours_ago: float, defaulted: bool, decide_hours: float) -> str:

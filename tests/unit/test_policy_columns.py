@@ -194,7 +194,9 @@ def test_reminders_column_wise_equal_one_at_a_time() -> None:
         one = (
             None
             if interest is None
-            else plan_reminder(interest, now, starts[i, : counts[i]], probs[i, : counts[i]], 20.0)
+            else plan_reminder(
+                interest, now, starts[i, : counts[i]].tolist(), probs[i, : counts[i]].tolist(), 20.0
+            )
         )
         assert got.planned[i] == (one is not None), i
         if one is not None:

@@ -13,7 +13,8 @@ FLAT = np.full(48, 0.01)
 
 
 def plan(hours_ago: float, decide: float | None, probs: np.ndarray = FLAT, starts: np.ndarray = STARTS):
-    return plan_reminder(Interest(hours_ago, True, decide), NOW, starts, probs, default_decide_hours=20.0)
+    interest = Interest(hours_ago, True, decide)
+    return plan_reminder(interest, NOW, starts.tolist(), probs.tolist(), default_decide_hours=20.0)
 
 
 def test_fast_and_slow_deciders_get_visibly_different_reminders() -> None:
