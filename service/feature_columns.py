@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import numpy.typing as npt
 
+from nudge.contract.features import HISTOGRAMS_VIEW
+from nudge.contract.live_state import HISTOGRAM_COLUMNS, NUMBER_REFS, LiveColumns
 from service.online.base import CustomerFeatures
 from service.policy import to_us
 
@@ -55,6 +57,12 @@ class FeatureKinds:
         numbers = tuple(r for r in refs if r not in arrays and r not in text)
         views = tuple(dict.fromkeys(r.partition(":")[0] for r in refs))
         return cls(numbers, wide, text, views)
+
+    @functools.cached_property
+    def live_numbers(self) -> list[int]:
+        """Where each of ``scalars`` is among a live state's numbers (LiveColumns.numbers);
+        ValueError for one a live state does not give."""
+        return [NUMBER_REFS.index(ref) for ref in self.scalars]
 
     @functools.cached_property
     def numbers_of(self) -> Callable[[Mapping[str, object]], tuple[object, ...]]:
@@ -132,6 +140,64 @@ class FeatureColumns:
             stamps[view] = np.array(column_us, dtype=np.int64)
         available = np.array([f is not None for f in found], dtype=np.bool_)
         return cls(kinds, scalars.reshape(n, len(kinds.scalars)), arrays, strings, stamps, available)
+
+    @classmethod
+    def from_live(
+        cls, kinds: FeatureKinds, live: LiveColumns, rows: Sequence[int], now_us: int
+    ) -> FeatureColumns:
+        """Rows ``rows`` of live states' columns finalised at ``now_us`` (LiveFeatures.
+        read_columns): what :meth:`from_features` makes of the same states' dicts (LiveFeatures.
+        read: stamped ``now``, the histograms' view only once engaged), without a dict per
+        customer. Every ref of ``kinds`` must be one a live state gives (FEATURE_REFS)."""
+        take = np.asarray(rows, dtype=np.intp)
+        engaged = live.engaged[take]
+        arrays = {}
+        for ref, _ in kinds.arrays:
+            start, stop = HISTOGRAM_COLUMNS[ref]
+            column = live.histograms[take, start:stop]  # a copy: fancy indexing
+            column[~engaged] = np.nan
+            arrays[ref] = column
+        zones: list[str | None] = [live.time_zones[row] for row in rows]
+        stamps = {
+            view: np.where(engaged, now_us, MISSING_US)
+            if view == HISTOGRAMS_VIEW
+            else np.full(len(take), now_us)
+            for view in kinds.views
+        }
+        return cls(
+            kinds,
+            live.numbers[take][:, kinds.live_numbers],
+            arrays,
+            dict.fromkeys(kinds.strings, zones),  # the time zone: the one text a state gives
+            stamps,
+            np.ones(len(take), dtype=np.bool_),
+        )
+
+    @classmethod
+    def gather(
+        cls, kinds: FeatureKinds, n: int, parts: Sequence[tuple[Sequence[int], FeatureColumns]]
+    ) -> FeatureColumns:
+        """n customers' columns from ``parts``, each (the rows it fills, its columns); a row no
+        part fills is a customer whose store was not read (as from_features' None)."""
+        if len(parts) == 1 and list(parts[0][0]) == list(range(n)):
+            return parts[0][1]
+        scalars = np.full((n, len(kinds.scalars)), np.nan)
+        arrays = {ref: np.full((n, width), np.nan, dtype=np.float32) for ref, width in kinds.arrays}
+        strings: dict[str, list[str | None]] = {ref: [None] * n for ref in kinds.strings}
+        stamps = {view: np.full(n, MISSING_US) for view in kinds.views}
+        available = np.zeros(n, dtype=np.bool_)
+        for rows, part in parts:
+            at = np.asarray(rows, dtype=np.intp)
+            scalars[at] = part.scalars
+            for ref, column in arrays.items():
+                column[at] = part.arrays[ref]
+            for ref, texts in strings.items():
+                for row, text in zip(rows, part.strings[ref], strict=True):
+                    texts[row] = text
+            for view, stamp in stamps.items():
+                stamp[at] = part.stamps[view]
+            available[at] = part.available
+        return cls(kinds, scalars, arrays, strings, stamps, available)
 
     @classmethod
     def from_arrow(cls, kinds: FeatureKinds, batch: pa.RecordBatch) -> FeatureColumns:

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from nudge.contract.channel_model import CHANNEL_NAMES, RATE_FEATURES, SEND_FEATURES
 from nudge.contract.features import STATS_VIEW
+from nudge.contract.live_state import FEATURE_REFS
 from service.config import Settings, id_problem
 from service.feature_columns import MISSING_US, FeatureColumns, FeatureKinds
 from service.models import LoadedModel, ModelSet
@@ -260,12 +261,14 @@ class Scorer:
         per call: without probes the stages are the plain bound methods, so an uninstrumented
         Scorer pays nothing, and a hot swap of ``models`` keeps the wrappers."""
         fetch: Callable[..., Any] = self._read
+        fetch_columns: Callable[..., Any] = self._read_columns
         infer: Callable[..., Any] = self._infer
         infer_columns: Callable[..., Any] = self._infer_columns
         for probe in probes:
             fetch, infer = probe.feature_fetch(fetch), probe.inference(infer)
-            infer_columns = probe.inference(infer_columns)
-        self._fetch_stage, self._infer_stage, self._infer_columns_stage = fetch, infer, infer_columns
+            fetch_columns, infer_columns = probe.feature_fetch(fetch_columns), probe.inference(infer_columns)
+        self._fetch_stage, self._infer_stage = fetch, infer
+        self._fetch_columns_stage, self._infer_columns_stage = fetch_columns, infer_columns
 
     @staticmethod
     def _infer(models: ModelSet, rows: list[Any]) -> tuple[np.ndarray, np.ndarray, Sequence[Reasons]]:
@@ -317,13 +320,10 @@ class Scorer:
         """Online reads, one per distinct ``now`` (TTL is judged as of the query's time; a batch
         normally shares one): live states first, snapshot rows for customers without one.
         None per customer when a store is down and cold start is allowed."""
-        by_now: dict[datetime, list[int]] = {}
-        for i, now in enumerate(nows):
-            by_now.setdefault(now, []).append(i)
         found: list[CustomerFeatures | None] = [None] * len(customer_ids)
         reader = self.reader
         try:
-            for now, indexes in by_now.items():
+            for now, indexes in _by_value(nows).items():
                 ids = [customer_ids[i] for i in indexes]
                 live = self.live.read(ids, now, reader.feature_refs) if self.live is not None else {}
                 rest = [i for i, cid in zip(indexes, ids, strict=True) if cid not in live]
@@ -334,10 +334,43 @@ class Scorer:
                     for i, features in zip(rest, read, strict=True):
                         found[i] = features
         except FeatureStoreUnavailable as exc:
-            if self.settings.store_unavailable == "fail":
-                raise StoreUnavailable(f"online feature store unavailable: {exc}") from exc
+            self._unavailable(exc)
             return [None] * len(customer_ids)
         return found
+
+    def _read_columns(
+        self, customer_ids: Sequence[str], now_us: IntArray, kinds: FeatureKinds
+    ) -> FeatureColumns:
+        """:meth:`_read` as columns (ScoreBatch): live states finalised column-wise, without a
+        dict per customer (LiveFeatures.read_columns); snapshot rows for customers without one."""
+        reader, live = self.reader, self.live
+        if live is None or not FEATURE_REFS.issuperset(reader.feature_refs):
+            nows = [to_datetime(us) for us in now_us.tolist()]
+            return FeatureColumns.from_features(kinds, self._read(customer_ids, nows))
+        parts: list[tuple[Sequence[int], FeatureColumns]] = []
+        try:
+            for us, indexes in _by_value(now_us.tolist()).items():
+                now = to_datetime(us)
+                ids = [customer_ids[i] for i in indexes]
+                rows, states = live.read_columns(ids, now)
+                have = [i for i, cid in zip(indexes, ids, strict=True) if cid in rows]
+                if have:
+                    found = [rows[cid] for cid in ids if cid in rows]
+                    parts.append((have, FeatureColumns.from_live(kinds, states, found, us)))
+                rest = [i for i, cid in zip(indexes, ids, strict=True) if cid not in rows]
+                if rest:
+                    read = reader.read([customer_ids[i] for i in rest], now)
+                    parts.append((rest, FeatureColumns.from_features(kinds, read)))
+        except FeatureStoreUnavailable as exc:
+            self._unavailable(exc)
+            return FeatureColumns.from_features(kinds, [None] * len(customer_ids))
+        return FeatureColumns.gather(kinds, len(customer_ids), parts)
+
+    def _unavailable(self, exc: FeatureStoreUnavailable) -> None:
+        """A store failed: StoreUnavailable if the settings ask to fail, else the caller
+        answers cold start."""
+        if self.settings.store_unavailable == "fail":
+            raise StoreUnavailable(f"online feature store unavailable: {exc}") from exc
 
     # --- column-wise: ScoreBatch, score-audience ---------------------------------------------
 
@@ -383,15 +416,12 @@ class Scorer:
         resolved = self._resolve_columns(queries, to_us(clock or datetime.now(UTC), "clock"))
         valid = np.flatnonzero(no_error(resolved.error))
         models = self.models  # read once: a hot swap never mixes versions within a call
-        found: list[CustomerFeatures | None] = [None] * len(resolved)
-        if len(valid):
-            rows = valid.tolist()
-            nows = [to_datetime(us) for us in resolved.now_us[valid].tolist()]
-            read = self._fetch_stage([resolved.customer_ids[i] for i in rows], nows)
-            for i, features in zip(rows, read, strict=True):
-                found[i] = features
-        columns = FeatureColumns.from_features(self.feature_kinds(models), found)
-        return self.score_columns(resolved, columns, models)
+        kinds, n, rows = self.feature_kinds(models), len(resolved), valid.tolist()
+        if not rows:
+            return self.score_columns(resolved, FeatureColumns.from_features(kinds, [None] * n), models)
+        ids = [resolved.customer_ids[i] for i in rows]
+        columns = self._fetch_columns_stage(ids, resolved.now_us[valid], kinds)
+        return self.score_columns(resolved, FeatureColumns.gather(kinds, n, [(rows, columns)]), models)
 
     def score_columns(
         self, queries: Queries, features: FeatureColumns, models: ModelSet | None = None
@@ -552,6 +582,14 @@ class Scorer:
         age = max((now - newest).total_seconds(), 0.0)
         stale = age > self._stale_after_s
         return (FeatureStatus.STALE if stale else FeatureStatus.FRESH), age
+
+
+def _by_value(values: Sequence[_T]) -> dict[_T, list[int]]:
+    """The indexes of each distinct value, in order of first appearance."""
+    indexes: dict[_T, list[int]] = {}
+    for i, value in enumerate(values):
+        indexes.setdefault(value, []).append(i)
+    return indexes
 
 
 def _numbers(values: dict[str, object], refs: Sequence[str], missing: float) -> tuple[float, float, float]:

@@ -43,7 +43,7 @@ import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -261,32 +261,134 @@ def finalise_many(
 ) -> list[dict[str, object]]:
     """:func:`finalise` of each state :func:`to_bytes` encoded, read straight from the bytes.
 
-    Score and ScoreBatch run this, so it builds no :class:`CustomerState` (decoding one and
-    converting every kept time cost ~70 µs of a ~150 µs read): window counts are binary
-    searches in the stored ages, the 90-day amount and the decide-time median read only the
-    values they need, and the histograms of all the states are normalised together in a few
-    array operations (one state's took ~5 µs of numpy calls). With ``after_newest``, an
-    instant at or before a state's newest applied event (one timed ahead of the server clock
-    within Ingest's skew) is moved to just after it, so such events count as just before
-    ``now``; without, it raises as :func:`finalise` does. The histograms are views of one
-    array shared by the call's states.
+    Score runs this, so it builds no :class:`CustomerState` (decoding one and converting every
+    kept time cost ~70 µs of a ~150 µs read): window counts are binary searches in the stored
+    ages, the 90-day amount and the decide-time median read only the values they need, and the
+    histograms are normalised in a few array operations. With ``after_newest``, an instant at
+    or before a state's newest applied event (one timed ahead of the server clock within
+    Ingest's skew) is moved to just after it, so such events count as just before ``now``;
+    without, it raises as :func:`finalise` does. The histograms are views of one array shared
+    by the call's states. :func:`finalise_columns` is the form for many states.
     """
     s = whole_seconds(now, up=True)
-    decoded = [_decode(data, s, after_newest) for data in encoded]
-    histograms = _histograms([d[1] for d in decoded], [d[2] for d in decoded], [d[3] for d in decoded])
+    parsed = [_parse(data, s, after_newest) for data in encoded]
+    folded = _folded([p.slots for p in parsed], [p.weights for p in parsed])
     finalised = []
-    for (stats, _, _, _), h in zip(decoded, histograms, strict=True):
-        features: dict[str, object] = dict(zip(_STATS_REFS, stats, strict=True))
-        features.update(zip(_HISTOGRAM_REFS, h, strict=True))
+    for i, (data, p) in enumerate(zip(encoded, parsed, strict=True)):
+        features: dict[str, object] = dict(zip(_STATS_REFS, _stats(data, p), strict=True))
+        if p.engagements:
+            week, day, days = (
+                folded[i, :HOURS_PER_WEEK],
+                folded[i, HOURS_PER_WEEK:_DAY_OF_WEEK],
+                folded[i, _DAY_OF_WEEK:],
+            )
+            features.update(zip(_HISTOGRAM_REFS, (week, day, days, float(p.engagements)), strict=True))
+        else:  # null before the first engagement, as no row exists then
+            features.update(dict.fromkeys(_HISTOGRAM_REFS))
         finalised.append(features)
     return finalised
 
 
-def _decode(
-    data: bytes, s: int, after_newest: bool
-) -> tuple[tuple[object, ...], npt.NDArray[np.uint8], npt.NDArray[np.float64], int]:
-    """One encoded state at whole second ``s``: its stats features (in _STATS_REFS order), its
-    histogram's nonzero slots and their weights, and its engagement count."""
+@dataclass(frozen=True)
+class LiveColumns:
+    """:func:`finalise` of n states as columns, row i state i: ``numbers[:, j]`` is feature
+    ``NUMBER_REFS[j]`` (float64, NaN where finalise says None), ``time_zones`` the zones,
+    ``histograms`` the three histograms side by side (float32, [n, 199]: week, hour of day,
+    day of week; zeros where null) and ``engaged`` whether the histograms' row exists (null
+    features before the first engagement)."""
+
+    numbers: npt.NDArray[np.float64]
+    time_zones: list[str]
+    histograms: npt.NDArray[np.float32]
+    engaged: npt.NDArray[np.bool_]
+
+
+def finalise_columns(encoded: Sequence[bytes], now: Instant, *, after_newest: bool = False) -> LiveColumns:
+    """:func:`finalise_many` as columns, for many states (ScoreBatch): each state's bytes are
+    walked once in Python (header, lengths, decide-time median, the features of its header);
+    the window counts and the 90-day amounts of all states come from a few array operations
+    over all their kept times, where finalise_many binary-searches each state's sixteen times."""
+    s = whole_seconds(now, up=True)
+    n = len(encoded)
+    if not n:
+        return LiveColumns(
+            np.empty((0, len(NUMBER_REFS))), [], np.empty((0, _FOLDED), np.float32), np.zeros(0, bool)
+        )
+    parsed = [_parse(data, s, after_newest) for data in encoded]
+    # Every state's kept times in one array (each type's block: its uint32 length, then the
+    # ages), each labelled with its (state, type) bin; the lengths go to one extra bin.
+    lengths = np.array([p.lengths for p in parsed], dtype=np.int64)
+    ages = np.frombuffer(
+        b"".join(data[p.blocks[0] : p.amounts_at] for data, p in zip(encoded, parsed, strict=True)), "<u4"
+    )
+    bins = lengths.size
+    sizes = np.stack([np.ones_like(lengths), lengths], axis=2)
+    labels = np.stack([np.full_like(lengths, bins), np.arange(bins).reshape(lengths.shape)], axis=2)
+    label = np.repeat(labels.ravel(), sizes.ravel())
+    # The window [s − N days, s) holds the ages ≤ newest − s + N days (as in _stats).
+    base = np.array([p.newest - p.s for p in parsed] + [0], dtype=np.int64)
+    beyond = ages.astype(np.int64) - base[label // len(EVENT_TYPES)]
+    c7, c30, c90 = (
+        np.bincount(label, weights=beyond <= days * DAY, minlength=bins + 1)[:bins].reshape(lengths.shape)
+        for days in (7, 30, 90)
+    )
+    # The 90-day amount: the newest ``recent`` of each state's purchase amounts, summed in order.
+    purchases = lengths[:, _PURCHASE]
+    amounts = np.frombuffer(
+        b"".join(
+            data[p.amounts_at : p.amounts_at + 8 * p.lengths[_PURCHASE]]
+            for data, p in zip(encoded, parsed, strict=True)
+        ),
+        "<f8",
+    )
+    owner = np.repeat(np.arange(n), purchases)
+    from_end = np.repeat(np.cumsum(purchases), purchases) - np.arange(len(amounts))  # 1: the newest
+    kept = from_end <= c90[owner, _PURCHASE]
+    amount_90d = np.bincount(owner[kept], weights=amounts[kept], minlength=n)
+    sends_90d = c90[:, _SENDS]
+    per_send = sends_90d[:, [0, 0, 1, 2]]  # email opens and clicks per email send, sms ..., push ...
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(per_send > 0, c90[:, _RESPONSES] / per_send, np.nan)
+    numbers = np.empty((n, len(NUMBER_REFS)))
+    numbers[:, _AT_COUNTS] = np.column_stack(
+        [
+            c7[:, _PURCHASE],
+            c30[:, _PURCHASE],
+            c90[:, _PURCHASE],
+            amount_90d,
+            c7[:, _SITE_VISIT],
+            c30[:, _SITE_VISIT],
+            c30[:, _CART_ADD],
+            c30[:, _SENDS].sum(axis=1),
+            rates,
+            sends_90d,
+        ]
+    )
+    numbers[:, _AT_OWN] = np.array([p.own for p in parsed], dtype=np.float64)
+    engagements = np.array([p.engagements for p in parsed])
+    engaged = engagements > 0
+    numbers[:, _AT_EVENTS] = np.where(engaged, engagements, np.nan)
+    folded = _folded([p.slots for p in parsed], [p.weights for p in parsed])
+    return LiveColumns(numbers, [p.time_zone for p in parsed], folded, engaged)
+
+
+class _Parsed(NamedTuple):
+    """One encoded state walked at whole second ``s`` (moved past its newest event when
+    allowed): where its parts are, and the features its header and decide times give."""
+
+    s: int
+    newest: int  # the newest applied event (0: none); kept times are stored as ages before it
+    time_zone: str
+    lengths: list[int]  # kept times per event type (EVENT_TYPES order)
+    blocks: list[int]  # where each type's block (uint32 length, then the ages) starts
+    amounts_at: int  # where the purchases' amounts start (right after the last block)
+    own: tuple[float | None, ...]  # the features _stats names, in NUMBER_REFS order
+    slots: npt.NDArray[np.uint8]  # the histogram's nonzero slots
+    weights: npt.NDArray[np.float64]  # and their weights
+    engagements: int
+
+
+def _parse(data: bytes, s: int, after_newest: bool) -> _Parsed:
     if not data or data[0] != VERSION:
         raise ValueError(f"live state encoding version {data[:1].hex() or 'none'}: expected {VERSION}")
     (id_length,) = _UINT16.unpack_from(data, 1)
@@ -321,24 +423,15 @@ def _decode(
                 f"({last_event}); events at or after an instant never count"
             )
         s = last_event + 1
-    # Per event type, the kept times as ages before the newest event, oldest first (descending).
-    ages = []
+    newest = 0 if last_event == _NONE else last_event
+    lengths, blocks = [], []
     for _ in EVENT_TYPES:
         (length,) = _UINT32.unpack_from(data, offset)
-        ages.append(struct.unpack_from(f"<{length}I", data, offset + 4))
+        lengths.append(length)
+        blocks.append(offset)
         offset += 4 + 4 * length
-    # The window [s − N days, s) holds the times t ≥ s − N days, i.e. the ages ≤ newest − s + N days.
-    newest = 0 if last_event == _NONE else last_event
-    base = newest - s
-
-    def count(kind: int, days: int) -> int:
-        kept = ages[kind]
-        return len(kept) - bisect.bisect_left(kept, -(base + days * DAY), key=operator.neg)
-
-    purchases = len(ages[_PURCHASE])
-    recent = count(_PURCHASE, 90)
-    amount_90d = float(sum(struct.unpack_from(f"<{recent}d", data, offset + 8 * (purchases - recent))))
-    offset += 8 * purchases
+    amounts_at = offset
+    offset += 8 * lengths[_PURCHASE]
     (decided,) = _UINT32.unpack_from(data, offset)  # then the decide seconds, ascending
     decide_hours = None
     if decided:
@@ -363,10 +456,6 @@ def _decode(
     if gap_count >= 2:
         variance = (gap_deviation_squares - gap_deviation_sum**2 / gap_count) / (gap_count - 1)
         gap_std = math.sqrt(max(variance, 0.0))
-
-    sends_90d = [count(kind, 90) for kind in _SENDS]
-    opened = [count(kind, 90) for kind in _RESPONSES]
-
     # The open interest: the latest site_visit/cart_add, if within 90 days and no purchase came
     # at or after it (a purchase at its very second converts it). A cart_add at ``last_visit``
     # is still in the window when it counts: within 90 days of ``now``, so within HORIZON.
@@ -376,23 +465,76 @@ def _decode(
         and last_visit >= s - 90 * DAY
         and not (last_purchase != _NONE and last_purchase >= last_visit)
     ):
-        carts = ages[_CART_ADD]
+        carts = lengths[_CART_ADD]
         interest_hours = (s - last_visit) / 3_600
-        is_cart = 1.0 if carts and newest - carts[-1] == last_visit else 0.0
+        newest_cart = _UINT32.unpack_from(data, blocks[_CART_ADD] + 4 * carts)[0] if carts else None
+        is_cart = 1.0 if newest_cart is not None and newest - newest_cart == last_visit else 0.0
     engaged_age = None if last_engagement == _NONE else s - last_engagement
     appeared = min((x for x in (signup, first_event) if x != _NONE), default=None)
-    stats = (
-        float(count(_PURCHASE, 7)),
-        float(count(_PURCHASE, 30)),
-        float(recent),
+    own = (
         float(purchase_count),
         since_last,
-        amount_90d,
         _ratio(amount_total, purchase_count),
         gap_mean,
         gap_std,
         None if since_last is None or gap_mean is None else _ratio(since_last, gap_mean),
         decide_hours,
+        None if engaged_age is None else engaged_age / DAY,
+        0.0 if engaged_age is None else engagement_decayed * math.exp2(-engaged_age / COUNT_HALF_LIFE),
+        interest_hours,
+        is_cart,
+        (s - appeared) / DAY if appeared is not None and appeared < s else None,
+    )
+    return _Parsed(s, newest, time_zone, lengths, blocks, amounts_at, own, slots, weights, engagement_count)
+
+
+def _stats(data: bytes, p: _Parsed) -> tuple[object, ...]:
+    """One state's stats features (in _STATS_REFS order): the window counts by binary search in
+    its kept ages, the 90-day amount from the amounts it needs."""
+    ages = [
+        struct.unpack_from(f"<{length}I", data, at + 4)
+        for length, at in zip(p.lengths, p.blocks, strict=True)
+    ]
+    # The window [s − N days, s) holds the times t ≥ s − N days, i.e. the ages ≤ newest − s + N days.
+    base = p.newest - p.s
+
+    def count(kind: int, days: int) -> int:
+        kept = ages[kind]  # oldest first: descending ages
+        return len(kept) - bisect.bisect_left(kept, -(base + days * DAY), key=operator.neg)
+
+    purchases = p.lengths[_PURCHASE]
+    recent = count(_PURCHASE, 90)
+    # Summed in order, one at a time (as finalise_columns sums them; sum() compensates from 3.12).
+    newest_amounts = struct.unpack_from(f"<{recent}d", data, p.amounts_at + 8 * (purchases - recent))
+    amount_90d = functools.reduce(operator.add, newest_amounts, 0.0)
+    sends_90d = [count(kind, 90) for kind in _SENDS]
+    opened = [count(kind, 90) for kind in _RESPONSES]
+    (
+        total,
+        since_last,
+        avg,
+        gap_mean,
+        gap_std,
+        cycle,
+        decide,
+        engaged_days,
+        decayed,
+        interest,
+        cart,
+        tenure,
+    ) = p.own
+    return (
+        float(count(_PURCHASE, 7)),
+        float(count(_PURCHASE, 30)),
+        float(recent),
+        total,
+        since_last,
+        amount_90d,
+        avg,
+        gap_mean,
+        gap_std,
+        cycle,
+        decide,
         float(count(_SITE_VISIT, 7)),
         float(count(_SITE_VISIT, 30)),
         float(count(_CART_ADD, 30)),
@@ -402,18 +544,17 @@ def _decode(
         _ratio(opened[2], sends_90d[1]),  # sms clicks per sms send
         _ratio(opened[3], sends_90d[2]),  # push opens per push send
         *map(float, sends_90d),
-        None if engaged_age is None else engaged_age / DAY,
-        0.0 if engaged_age is None else engagement_decayed * math.exp2(-engaged_age / COUNT_HALF_LIFE),
-        interest_hours,
-        is_cart,
-        (s - appeared) / DAY if appeared is not None and appeared < s else None,
-        time_zone,
+        engaged_days,
+        decayed,
+        interest,
+        cart,
+        tenure,
+        p.time_zone,
     )
-    return stats, slots, weights, engagement_count
 
 
-_SENDS = (_KIND["email_send"], _KIND["sms_send"], _KIND["push_send"])
-_RESPONSES = tuple(_KIND[name] for name in ("email_open", "email_click", "sms_click", "push_open"))
+_SENDS = [_KIND["email_send"], _KIND["sms_send"], _KIND["push_send"]]
+_RESPONSES = [_KIND[name] for name in ("email_open", "email_click", "sms_click", "push_open")]
 _UINT16, _UINT32 = struct.Struct("<H"), struct.Struct("<I")
 _STATS_REFS = tuple(
     f"{STATS}:{name}"
@@ -454,23 +595,28 @@ _HISTOGRAM_REFS = tuple(
 )
 # Every feature :func:`finalise` returns, by reference.
 FEATURE_REFS = frozenset(_STATS_REFS + _HISTOGRAM_REFS)
+# finalise_columns' numbers: every feature but the time zone and the three histograms.
+NUMBER_REFS = (*_STATS_REFS[:-1], _HISTOGRAM_REFS[-1])
+# Where in NUMBER_REFS: the features the window counts give (in finalise_columns' order), the
+# ones _parse gives (_Parsed.own, in order), and the engagement count.
+_AT_COUNTS = [0, 1, 2, 5, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
+_AT_OWN = [3, 4, 6, 7, 8, 9, 10, 22, 23, 24, 25, 26]
+_AT_EVENTS = len(NUMBER_REFS) - 1
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _histograms(
-    slots: Sequence[npt.NDArray[np.uint8]],
-    weights: Sequence[npt.NDArray[np.float64]],
-    engagements: Sequence[int],
-) -> list[tuple[object, ...]]:
-    """Each state's histogram features from its week's nonzero ``slots`` and their ``weights``,
-    normalised as the batch normalises them (hour of day and day of week summed from the
-    unnormalised week, then scaled); null before the first engagement, as no row exists then.
-    All the states' weeks as one matrix: a few numpy calls whatever their number."""
+def _folded(
+    slots: Sequence[npt.NDArray[np.uint8]], weights: Sequence[npt.NDArray[np.float64]]
+) -> npt.NDArray[np.float32]:
+    """Each state's histograms, a row each, from its week's nonzero ``slots`` and their
+    ``weights``: the week's 168 slots, hour of day (24), day of week (7), normalised as the batch
+    normalises them (hour of day and day of week summed from the unnormalised week, then
+    scaled; a week of zeros, before the first engagement, stays zeros). All the states' weeks as
+    one matrix: a few numpy calls whatever their number."""
     n = len(slots)
-    # Per state: the week's 168 slots, then hour of day (24) and day of week (7), one row.
     folded = np.zeros((n, _FOLDED))
     week = folded[:, :HOURS_PER_WEEK]
     if n == 1:  # Score's read: the cheapest assignment
@@ -481,19 +627,18 @@ def _histograms(
     day_hour = week.reshape(n, 7, 24)
     day_hour.sum(axis=1, out=folded[:, HOURS_PER_WEEK:_DAY_OF_WEEK])
     day_hour.sum(axis=2, out=folded[:, _DAY_OF_WEEK:])
-    # An engaged state's week is positive; a week of zeros (no engagement: None) scales to zeros.
     folded *= 1.0 / np.maximum(folded[:, _DAY_OF_WEEK:].sum(axis=1, keepdims=True), _TINY)
-    out = folded.astype(np.float32)
-    return [
-        (out[i, :HOURS_PER_WEEK], out[i, HOURS_PER_WEEK:_DAY_OF_WEEK], out[i, _DAY_OF_WEEK:], float(count))
-        if count
-        else (None, None, None, None)
-        for i, count in enumerate(engagements)
-    ]
+    return folded.astype(np.float32)
 
 
 _DAY_OF_WEEK = HOURS_PER_WEEK + 24  # where a folded row's day-of-week sums start
 _FOLDED = _DAY_OF_WEEK + 7
+# Where each histogram is in LiveColumns.histograms' rows: [start, stop).
+HISTOGRAM_COLUMNS = {
+    _HISTOGRAM_REFS[0]: (0, HOURS_PER_WEEK),
+    _HISTOGRAM_REFS[1]: (HOURS_PER_WEEK, _DAY_OF_WEEK),
+    _HISTOGRAM_REFS[2]: (_DAY_OF_WEEK, _FOLDED),
+}
 _TINY = np.finfo(np.float64).tiny
 
 

@@ -25,10 +25,14 @@ from nudge.contract import live_state
 from nudge.contract.events import ENGAGEMENT_TYPES
 from nudge.contract.live_state import (
     DAY,
+    HISTOGRAM_COLUMNS,
+    NUMBER_REFS,
     Event,
     apply,
     finalise,
+    finalise_columns,
     finalise_encoded,
+    finalise_many,
     from_bytes,
     new_state,
     to_bytes,
@@ -200,9 +204,12 @@ def pairs(data: Data, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     return np.array(ids, dtype=object), np.array(instants, dtype=np.int64)
 
 
-def replay(data: Data, ids: np.ndarray, instants: np.ndarray) -> Iterator[tuple[int, dict[str, object]]]:
+def replay(
+    data: Data, ids: np.ndarray, instants: np.ndarray
+) -> Iterator[tuple[int, dict[str, object], bytes]]:
     """Each pair's live features: the customer's events strictly before the instant applied in
-    order, then finalise -- and the same from the state after an encoding round trip."""
+    order, then finalise -- and the same from the state after an encoding round trip, whose
+    bytes come third."""
     zones = dict(zip(data.customers["customer_id"], data.customers["time_zone"], strict=True))
     signups = dict(zip(data.customers["customer_id"], data.customers["signup_timestamp"], strict=True))
     order = np.lexsort((instants, ids))
@@ -222,8 +229,9 @@ def replay(data: Data, ids: np.ndarray, instants: np.ndarray) -> Iterator[tuple[
             apply(state, Event(*pending[1:]))
             pending = next(events, None)
         live = finalise(state, int(instants[index]))
-        assert_identical(finalise(from_bytes(to_bytes(state)), int(instants[index])), live)
-        yield int(index), live
+        encoded = to_bytes(state)
+        assert_identical(finalise(from_bytes(encoded), int(instants[index])), live)
+        yield int(index), live, encoded
 
 
 def assert_identical(got: dict[str, object], expected: dict[str, object]) -> None:
@@ -275,7 +283,7 @@ def test_live_state_matches_batch_at_every_pair(data: Data) -> None:
     assert (len(ids), len(refs)) == (2_721, 32), "the counts docs/realtime.md states"
     batch = batch_values(data, ids, instants)
     mismatches = []
-    for index, live in replay(data, ids, instants):
+    for index, live, _ in replay(data, ids, instants):
         for ref in refs:
             if not agrees(live[ref], batch[ref][index]):
                 mismatches.append(
@@ -284,6 +292,31 @@ def test_live_state_matches_batch_at_every_pair(data: Data) -> None:
     assert not mismatches, f"{len(mismatches)} mismatches of {len(ids) * len(refs)}:\n" + "\n".join(
         mismatches[:20]
     )
+
+
+def test_states_as_columns_equal_each_state_finalised(data: Data) -> None:
+    """finalise_columns (ScoreBatch's read) gives every feature finalise_many gives, to the bit,
+    for the parity pairs' states read together: at an instant after all of them, and at one
+    before many states' newest events (moved past them, as the server reads states)."""
+    ids, instants = pairs(data, np.random.default_rng(5))
+    encoded = [state for _, _, state in replay(data, ids, instants)]
+    for now, after_newest in ((int(instants.max()) + DAY, False), (int(np.median(instants)), True)):
+        columns = finalise_columns(encoded, now, after_newest=after_newest)
+        assert columns.numbers.shape == (len(encoded), len(NUMBER_REFS))
+        for i, expected in enumerate(finalise_many(encoded, now, after_newest=after_newest)):
+            assert columns.time_zones[i] == expected["customer_stats:time_zone"]
+            for ref, got in zip(NUMBER_REFS, columns.numbers[i].tolist(), strict=True):
+                want = expected[ref]
+                assert math.isnan(got) if want is None else got == want, (i, ref, got, want)
+            assert columns.engaged[i] == (expected["customer_time_histograms:hist_event_count"] is not None)
+            for ref, (start, stop) in HISTOGRAM_COLUMNS.items():
+                histogram = expected[ref]
+                if histogram is None:
+                    assert not columns.engaged[i]
+                else:
+                    assert isinstance(histogram, np.ndarray)
+                    assert np.array_equal(columns.histograms[i, start:stop], histogram), (i, ref)
+    assert finalise_columns([], 0).numbers.shape == (0, len(NUMBER_REFS))
 
 
 def test_the_live_state_at_a_dst_switch_and_within_one_second() -> None:

@@ -9,13 +9,18 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from nudge.contract.live_record import LiveRecord, encode_record
+from nudge.contract.live_state import Event, apply, new_state
 from nudge.v1 import scoring_pb2 as pb
 from service.config import Settings
 from service.feature_columns import FeatureColumns, timestamp_column
 from service.grpc_api import to_batch_response, to_response
+from service.ingest import IngestUnavailable
 from service.models import ModelSet
+from service.online.live import LiveFeatures
+from service.policy import to_datetime
 from service.scorer import UNSET, InvalidQuery, Queries, ScoreQuery, Scorer, ScoreResult, Scores
-from tests.support.fakes import HISTS, STATS, FakeReader, tiny_models
+from tests.support.fakes import HISTS, STATS, FakeReader, MemoryStore, tiny_models
 
 NOW = datetime(2026, 3, 28, 23, 10, tzinfo=UTC)  # Europe's spring switch a few hours ahead
 US = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
@@ -110,6 +115,84 @@ def test_column_answers_equal_per_customer_answers(
             assert entry.WhichOneof("outcome") == "error" and entry.error.message == str(want)
         else:
             assert entry.response == to_response(want)
+
+
+def live_states() -> MemoryStore:
+    """Customers with live states: a shopper with a cart add an hour ago, an email reader, and
+    one who signed up but never engaged (no histograms' row)."""
+    store = MemoryStore()
+    shopper = new_state("shopper", "America/Chicago")
+    for days in (40, 25, 9):
+        apply(shopper, Event(NOW - timedelta(days=days, hours=3), "site_visit"))
+        apply(shopper, Event(NOW - timedelta(days=days, hours=1), "purchase", 30.0 + days))
+    apply(shopper, Event(NOW - timedelta(hours=1), "cart_add"))
+    reader = new_state("reader", "Europe/Berlin")
+    for days in range(60, 0, -4):
+        apply(reader, Event(NOW - timedelta(days=days, hours=2), "email_send"))
+        apply(reader, Event(NOW - timedelta(days=days, hours=1), "email_open"))
+        apply(reader, Event(NOW - timedelta(days=days), "push_send"))
+    for state in (shopper, reader, new_state("quiet", "Asia/Kathmandu", NOW - timedelta(days=3))):
+        store.records[state.customer_id] = encode_record(LiveRecord(state, {}))
+    return store
+
+
+class DownStore(MemoryStore):
+    def read(self, customer_ids: object) -> dict[str, bytes]:
+        raise IngestUnavailable("the live store is down")
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_live_states_read_as_columns_answer_as_per_customer(models: ModelSet, down: bool) -> None:
+    """ScoreBatch reads live states column-wise (LiveFeatures.read_columns); Score reads them a
+    dict per customer. Customers with and without a state, repeated, at two instants."""
+    store = DownStore() if down else live_states()
+    scorer = Scorer(FakeReader(CUSTOMERS), models, Settings(), LiveFeatures(store))
+    queries = [
+        ScoreQuery("shopper"),
+        ScoreQuery("fresh"),
+        ScoreQuery("reader", channel="EMAIL"),
+        ScoreQuery("quiet"),
+        ScoreQuery("shopper", now=NOW + timedelta(hours=30)),
+        ScoreQuery(" "),
+        ScoreQuery("reader", window_end=NOW + timedelta(days=3)),
+        ScoreQuery("nobody", now=NOW + timedelta(hours=30)),
+    ]
+    expected = [scorer.score([q], clock=NOW)[0] for q in queries]
+    scores = scorer.score_queries(columns(queries), clock=NOW)
+    for i, want in enumerate(expected):
+        got = scores.result(i)
+        assert got == want if isinstance(want, ScoreResult) else str(got) == str(want), queries[i]
+    ages = {
+        r.feature_age_seconds for r in expected if isinstance(r, ScoreResult) and r.customer_id != "fresh"
+    }
+    assert ages == {0.0}, "scored on live states (or cold start) at now"
+    if not down:
+        assert {r.feature_status.value for r in expected if isinstance(r, ScoreResult)} == {
+            "FRESH",
+            "MISSING",
+        }
+        assert any(r.plan.reminder for r in expected if isinstance(r, ScoreResult)), "the cart add counts"
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_live_columns_hold_what_the_per_customer_read_holds(models: ModelSet, down: bool) -> None:
+    """The columns ScoreBatch reads equal those made from Score's read of the same customers,
+    NaN for NaN: the never-engaged customer's histograms are missing (NaN, no view stamp) there
+    too, though the tiny models answer alike either way."""
+    store = DownStore() if down else live_states()
+    scorer = Scorer(FakeReader(CUSTOMERS), models, Settings(), LiveFeatures(store))
+    kinds = scorer.feature_kinds()
+    ids = ["shopper", "fresh", "reader", "quiet", "shopper", "nobody"]
+    now_us = np.array([US, US, US + 3_600_000_000, US, US + 3_600_000_000, US])
+    got = scorer._read_columns(ids, now_us, kinds)
+    want = FeatureColumns.from_features(kinds, scorer._read(ids, [to_datetime(us) for us in now_us.tolist()]))
+    assert np.array_equal(got.scalars, want.scalars, equal_nan=True)
+    assert got.arrays.keys() == want.arrays.keys()
+    for ref, column in want.arrays.items():
+        assert np.array_equal(got.arrays[ref], column, equal_nan=True), ref
+    assert (got.strings, got.available.tolist()) == (want.strings, want.available.tolist())
+    assert {v: s.tolist() for v, s in got.stamps.items()} == {v: s.tolist() for v, s in want.stamps.items()}
+    assert np.isnan(got.arrays[f"{HISTS}:hist_hour_of_week"][3]).all(), "quiet: never engaged (or store down)"
 
 
 def test_joined_arrow_rows_score_as_the_readers_answers(models: ModelSet) -> None:
