@@ -272,7 +272,7 @@ def finalise_many(
     """
     s = whole_seconds(now, up=True)
     parsed = [_parse(data, s, after_newest) for data in encoded]
-    folded = _folded([p.slots for p in parsed], [p.weights for p in parsed])
+    folded = _folded(encoded, parsed)
     finalised = []
     for i, (data, p) in enumerate(zip(encoded, parsed, strict=True)):
         features: dict[str, object] = dict(zip(_STATS_REFS, _stats(data, p), strict=True))
@@ -368,7 +368,7 @@ def finalise_columns(encoded: Sequence[bytes], now: Instant, *, after_newest: bo
     engagements = np.array([p.engagements for p in parsed])
     engaged = engagements > 0
     numbers[:, _AT_EVENTS] = np.where(engaged, engagements, np.nan)
-    folded = _folded([p.slots for p in parsed], [p.weights for p in parsed])
+    folded = _folded(encoded, parsed)
     return LiveColumns(numbers, [p.time_zone for p in parsed], folded, engaged)
 
 
@@ -383,8 +383,8 @@ class _Parsed(NamedTuple):
     blocks: list[int]  # where each type's block (uint32 length, then the ages) starts
     amounts_at: int  # where the purchases' amounts start (right after the last block)
     own: tuple[float | None, ...]  # the features _stats names, in NUMBER_REFS order
-    slots: npt.NDArray[np.uint8]  # the histogram's nonzero slots
-    weights: npt.NDArray[np.float64]  # and their weights
+    histogram_at: int  # where the histogram's nonzero slots (uint8) start, then their weights (float64)
+    used: int  # how many nonzero slots
     engagements: int
 
 
@@ -444,11 +444,9 @@ def _parse(data: bytes, s: int, after_newest: bool) -> _Parsed:
             decide_hours = (low / 3_600 + high / 3_600) / 2
     offset += 4 + 4 * decided
     (used,) = _UINT32.unpack_from(data, offset)  # the histogram: its nonzero slots, their values
-    slots = np.frombuffer(data, np.uint8, used, offset + 4)
-    offset += 4 + used
-    weights = np.frombuffer(data, "<f8", used, offset)
-    if offset + 8 * used != len(data):
-        raise ValueError(f"live state encoding: {len(data) - offset - 8 * used} bytes left over")
+    histogram_at = offset + 4
+    if histogram_at + 9 * used != len(data):
+        raise ValueError(f"live state encoding: {len(data) - histogram_at - 9 * used} bytes left over")
 
     since_last = None if last_purchase == _NONE else (s - last_purchase) / DAY
     gap_mean = gap_first + gap_deviation_sum / gap_count if gap_count >= 1 else None
@@ -485,7 +483,9 @@ def _parse(data: bytes, s: int, after_newest: bool) -> _Parsed:
         is_cart,
         (s - appeared) / DAY if appeared is not None and appeared < s else None,
     )
-    return _Parsed(s, newest, time_zone, lengths, blocks, amounts_at, own, slots, weights, engagement_count)
+    return _Parsed(
+        s, newest, time_zone, lengths, blocks, amounts_at, own, histogram_at, used, engagement_count
+    )
 
 
 def _stats(data: bytes, p: _Parsed) -> tuple[object, ...]:
@@ -608,22 +608,24 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _folded(
-    slots: Sequence[npt.NDArray[np.uint8]], weights: Sequence[npt.NDArray[np.float64]]
-) -> npt.NDArray[np.float32]:
-    """Each state's histograms, a row each, from its week's nonzero ``slots`` and their
-    ``weights``: the week's 168 slots, hour of day (24), day of week (7), normalised as the batch
-    normalises them (hour of day and day of week summed from the unnormalised week, then
-    scaled; a week of zeros, before the first engagement, stays zeros). All the states' weeks as
-    one matrix: a few numpy calls whatever their number."""
-    n = len(slots)
+def _folded(encoded: Sequence[bytes], parsed: Sequence[_Parsed]) -> npt.NDArray[np.float32]:
+    """Each state's histograms, a row each, from its week's nonzero slots and their weights:
+    the week's 168 slots, hour of day (24), day of week (7), normalised as the batch normalises
+    them (hour of day and day of week summed from the unnormalised week, then scaled; a week of
+    zeros, before the first engagement, stays zeros). All the states' weeks as one matrix: a
+    few numpy calls whatever their number."""
+    n = len(parsed)
     folded = np.zeros((n, _FOLDED))
     week = folded[:, :HOURS_PER_WEEK]
+    pairs = list(zip(encoded, parsed, strict=True))
+    slots = np.frombuffer(b"".join(d[p.histogram_at : p.histogram_at + p.used] for d, p in pairs), np.uint8)
+    weights = np.frombuffer(
+        b"".join(d[p.histogram_at + p.used : p.histogram_at + 9 * p.used] for d, p in pairs), "<f8"
+    )
     if n == 1:  # Score's read: the cheapest assignment
-        week[0, slots[0]] = weights[0]
+        week[0, slots] = weights
     elif n:
-        rows = np.repeat(np.arange(n), [len(x) for x in slots])
-        week[rows, np.concatenate(slots)] = np.concatenate(weights)
+        week[np.repeat(np.arange(n), [p.used for p in parsed]), slots] = weights
     day_hour = week.reshape(n, 7, 24)
     day_hour.sum(axis=1, out=folded[:, HOURS_PER_WEEK:_DAY_OF_WEEK])
     day_hour.sum(axis=2, out=folded[:, _DAY_OF_WEEK:])
