@@ -288,10 +288,9 @@ def plan_send_batch(
     """:func:`plan_send` for many customers at once (``hour_probs[i]`` is query i's row), and
     with a ``channel_model`` the channels ranked for each (see :class:`SendPlan`).
 
-    The answers are plan_send's, but customers who share a zone, a window and quiet hours (a
-    batch scored as of one time mostly does) share the work that depends only on those: their
-    candidate hours are found once, and the top slots of all of them come from one argsort.
-    A customer whose input cannot be planned for gets its PolicyInputError in its place.
+    The answers are plan_send's, planned one customer at a time (Score plans one; many
+    customers at once is the column-wise policy's work, service/policy_columns.py). A customer
+    whose input cannot be planned for gets its PolicyInputError in its place.
     """
     problem = probabilities_problem(hour_probs, (len(queries), HOURS_PER_WEEK))
     in_range = None if problem else (hour_probs.min(axis=1) >= 0.0) & (hour_probs.max(axis=1) <= 1.0)

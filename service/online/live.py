@@ -6,7 +6,9 @@ reads a customer's state here and finalises it at the request's ``now`` with the
 :func:`~nudge.contract.live_state.finalise_many` (what ``finalise``, the function the batch
 features are parity-tested against, runs), so a cart add a minute ago, and a day's worth of
 ageing since the last snapshot, are both in the answer. Customers without a state fall back to
-the snapshot rows Feast materialised (the scorer reads those for them).
+the snapshot rows Feast materialised (the scorer reads those for them). ScoreBatch reads many
+states at once as columns (:meth:`LiveFeatures.read_columns`, the contract's
+:func:`~nudge.contract.live_state.finalise_columns`, tested equal to finalise_many to the bit).
 
 An event may be timed up to Ingest's skew ahead of the server clock; a state holding one is
 finalised one second after it (such events count as just before ``now``), never raising.
