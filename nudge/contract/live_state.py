@@ -382,13 +382,15 @@ class _Parsed(NamedTuple):
     lengths: list[int]  # kept times per event type (EVENT_TYPES order)
     blocks: list[int]  # where each type's block (uint32 length, then the ages) starts
     amounts_at: int  # where the purchases' amounts start (right after the last block)
-    own: tuple[float | None, ...]  # the features _stats names, in NUMBER_REFS order
+    own: tuple[float | None, ...]  # the features at _AT_OWN, in that order
     histogram_at: int  # where the histogram's nonzero slots (uint8) start, then their weights (float64)
     used: int  # how many nonzero slots
     engagements: int
 
 
 def _parse(data: bytes, s: int, after_newest: bool) -> _Parsed:
+    """Walk one encoded state (see _Parsed). Raises ValueError for an encoding it cannot read,
+    and for an instant not after the state's newest event unless ``after_newest``."""
     if not data or data[0] != VERSION:
         raise ValueError(f"live state encoding version {data[:1].hex() or 'none'}: expected {VERSION}")
     (id_length,) = _UINT16.unpack_from(data, 1)
@@ -599,8 +601,43 @@ FEATURE_REFS = frozenset(_STATS_REFS + _HISTOGRAM_REFS)
 NUMBER_REFS = (*_STATS_REFS[:-1], _HISTOGRAM_REFS[-1])
 # Where in NUMBER_REFS: the features the window counts give (in finalise_columns' order), the
 # ones _parse gives (_Parsed.own, in order), and the engagement count.
-_AT_COUNTS = [0, 1, 2, 5, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
-_AT_OWN = [3, 4, 6, 7, 8, 9, 10, 22, 23, 24, 25, 26]
+_AT_COUNTS = [
+    NUMBER_REFS.index(f"{STATS}:{name}")
+    for name in (
+        "purchase_count_7d",
+        "purchase_count_30d",
+        "purchase_count_90d",
+        "amount_total_90d",
+        "site_visit_count_7d",
+        "site_visit_count_30d",
+        "cart_add_count_30d",
+        "sends_30d",
+        "email_open_rate_90d",
+        "email_click_rate_90d",
+        "sms_click_rate_90d",
+        "push_open_rate_90d",
+        "email_sends_90d",
+        "sms_sends_90d",
+        "push_sends_90d",
+    )
+]
+_AT_OWN = [
+    NUMBER_REFS.index(f"{STATS}:{name}")
+    for name in (
+        "purchase_count_total",
+        "days_since_last_purchase",
+        "amount_avg",
+        "gap_mean_days",
+        "gap_std_days",
+        "cycle_ratio",
+        "decide_time_hours",
+        "days_since_last_engagement",
+        "engagement_count_decayed",
+        "hours_since_open_interest",
+        "open_interest_is_cart",
+        "tenure_days",
+    )
+]
 _AT_EVENTS = len(NUMBER_REFS) - 1
 
 
