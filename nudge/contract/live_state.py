@@ -470,7 +470,8 @@ def _parse(data: bytes, s: int, after_newest: bool) -> _Parsed:
         newest_cart = _UINT32.unpack_from(data, blocks[_CART_ADD] + 4 * carts)[0] if carts else None
         is_cart = 1.0 if newest_cart is not None and newest - newest_cart == last_visit else 0.0
     engaged_age = None if last_engagement == _NONE else s - last_engagement
-    appeared = min((x for x in (signup, first_event) if x != _NONE), default=None)
+    # The earlier of signup and first event (_NONE when neither is known).
+    appeared = signup if first_event == _NONE or (signup != _NONE and signup < first_event) else first_event
     own = (
         float(purchase_count),
         since_last,
@@ -483,7 +484,7 @@ def _parse(data: bytes, s: int, after_newest: bool) -> _Parsed:
         0.0 if engaged_age is None else engagement_decayed * math.exp2(-engaged_age / COUNT_HALF_LIFE),
         interest_hours,
         is_cart,
-        (s - appeared) / DAY if appeared is not None and appeared < s else None,
+        (s - appeared) / DAY if appeared != _NONE and appeared < s else None,
     )
     return _Parsed(
         s, newest, time_zone, lengths, blocks, amounts_at, own, histogram_at, used, engagement_count
