@@ -622,23 +622,7 @@ _AT_COUNTS = [
         "push_sends_90d",
     )
 ]
-_AT_OWN = [
-    NUMBER_REFS.index(f"{STATS}:{name}")
-    for name in (
-        "purchase_count_total",
-        "days_since_last_purchase",
-        "amount_avg",
-        "gap_mean_days",
-        "gap_std_days",
-        "cycle_ratio",
-        "decide_time_hours",
-        "days_since_last_engagement",
-        "engagement_count_decayed",
-        "hours_since_open_interest",
-        "open_interest_is_cart",
-        "tenure_days",
-    )
-]
+_AT_OWN = [i for i in range(len(NUMBER_REFS) - 1) if i not in _AT_COUNTS]  # the rest, in order
 _AT_EVENTS = len(NUMBER_REFS) - 1
 
 
