@@ -37,7 +37,6 @@ import numpy.typing as npt
 
 from nudge.contract.channel_model import CHANNEL_NAMES, RATE_FEATURES, SEND_FEATURES
 from nudge.contract.features import STATS_VIEW
-from nudge.contract.live_state import FEATURE_REFS
 from service.config import Settings, id_problem
 from service.feature_columns import MISSING_US, FeatureColumns, FeatureKinds
 from service.models import LoadedModel, ModelSet
@@ -344,7 +343,7 @@ class Scorer:
         """:meth:`_read` as columns (ScoreBatch): live states finalised column-wise, without a
         dict per customer (LiveFeatures.read_columns); snapshot rows for customers without one."""
         reader, live = self.reader, self.live
-        if live is None or not FEATURE_REFS.issuperset(reader.feature_refs):
+        if live is None or not live.covers(reader.feature_refs):
             nows = [to_datetime(us) for us in now_us.tolist()]
             return FeatureColumns.from_features(kinds, self._read(customer_ids, nows))
         parts: list[tuple[Sequence[int], FeatureColumns]] = []

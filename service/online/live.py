@@ -31,8 +31,7 @@ class LiveFeatures:
 
     def __init__(self, states: StateStore) -> None:
         self.states = states
-        # Whether the finalised dicts hold every ref of the last refs asked for (they are the
-        # reader's, fixed until a model swap): checked once per refs, not per call.
+        # The last refs asked about, and whether a live state gives them all (covers).
         self._refs: Sequence[str] | None = None
         self._complete = False
 
@@ -47,9 +46,7 @@ class LiveFeatures:
         records = self._records(customer_ids)
         # The finalised dict serves as is when it holds every ref asked for (the server's reader
         # asks for exactly those): a dict of them per customer cost ~3 µs more.
-        if feature_refs is not self._refs:
-            self._refs, self._complete = feature_refs, FEATURE_REFS.issuperset(feature_refs)
-        complete = self._complete
+        complete = self.covers(feature_refs)
         finalised = finalise_many([state_bytes(r) for r in records.values()], now, after_newest=True)
         found = {}
         for customer_id, values in zip(records, finalised, strict=True):
@@ -60,6 +57,13 @@ class LiveFeatures:
                 values = {ref: values.get(ref) for ref in feature_refs}
             found[customer_id] = CustomerFeatures(customer_id, values, stamps)
         return found
+
+    def covers(self, feature_refs: Sequence[str]) -> bool:
+        """Whether a live state gives every one of ``feature_refs``. Checked once per refs (they
+        are the reader's, fixed until a model swap), not per call."""
+        if feature_refs is not self._refs:
+            self._refs, self._complete = feature_refs, FEATURE_REFS.issuperset(feature_refs)
+        return self._complete
 
     def read_columns(self, customer_ids: Sequence[str], now: datetime) -> tuple[dict[str, int], LiveColumns]:
         """:meth:`read` as columns, for many customers (ScoreBatch): the customers that have a
