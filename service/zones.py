@@ -120,13 +120,11 @@ def _transitions(name: str) -> list[int]:
 
 
 @functools.cache
-@functools.lru_cache(maxsize=4096)
 def zone_table(name: str) -> ZoneTable:
     """The cached offset table for an IANA zone name; raises for unknown names.
 
     Call it at start-up for the zones you expect, to take the one-off scan (~25 ms) off
-    the request path. Cached (bounded): the policy asks for the default zone's table on every
-    batch and for every customer planned in it, where a scan each time cost ~0.4 ms.
+    the request path.
     """
     zone = ZoneInfo(name)
     starts_s, offsets_s = _scan_offsets(zone, _transitions(name))

@@ -533,7 +533,7 @@ def test_candidates_match_a_brute_force_zoneinfo_reference(zone_name: str) -> No
 
 def test_a_zone_table_is_built_once() -> None:
     """The default zone's table is asked for on every batch and for every defaulted customer:
-    a scan each time cost ~0.3 ms."""
+    it must come from the cache, not from a new scan (~25 ms)."""
     assert zone_table("Europe/Lisbon") is zone_table("Europe/Lisbon")
     assert zone_table("UTC") is zone_table("UTC")
 
