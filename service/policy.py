@@ -276,7 +276,7 @@ def plan_send(
         propensity, zone, now, window_start, window_end, days_since_last_engagement, quiet_hours
     )
     checked = check_query(query, hour_probs, probabilities_problem(hour_probs, (HOURS_PER_WEEK,)), config)
-    return _plan_checked(hour_probs[np.newaxis, :], [checked], config)[0]
+    return _plan_one(hour_probs.tolist(), checked, config)
 
 
 def plan_send_batch(
@@ -294,17 +294,16 @@ def plan_send_batch(
     """
     problem = probabilities_problem(hour_probs, (len(queries), HOURS_PER_WEEK))
     in_range = None if problem else (hour_probs.min(axis=1) >= 0.0) & (hour_probs.max(axis=1) <= 1.0)
-    errors: list[PolicyInputError | None] = []
-    checked: list[_Checked] = []
+    plans: list[SendPlan | PolicyInputError] = []
     for i, query in enumerate(queries):
+        row_problem = problem or (None if in_range is None or in_range[i] else _OUT_OF_RANGE)
         try:
-            row_problem = problem or (None if in_range is None or in_range[i] else _OUT_OF_RANGE)
-            checked.append(check_query(query, None, row_problem, config, row=i))
-            errors.append(None)
+            checked = check_query(query, None, row_problem, config)
         except PolicyInputError as exc:
-            errors.append(exc)
-    plans = iter(_plan_checked(hour_probs, checked, config, channel_model))
-    return [next(plans) if error is None else error for error in errors]
+            plans.append(exc)
+            continue
+        plans.append(_plan_one(hour_probs[i].tolist(), checked, config, channel_model))
+    return plans
 
 
 _OUT_OF_RANGE = "hour_probs must be floating-point probabilities in [0, 1]"
@@ -313,7 +312,6 @@ _OUT_OF_RANGE = "hour_probs must be floating-point probabilities in [0, 1]"
 class _Checked(NamedTuple):
     """A query that passed validation, in the integer µs the planning works in."""
 
-    row: int  # its row of hour_probs
     query: PlanQuery
     now_us: int
     start_us: int  # max(window_start, now): only the future part of the window is sendable
@@ -337,7 +335,6 @@ def check_query(
     hour_probs: npt.NDArray[np.floating] | None,
     probs_problem: str | None,
     config: PolicyConfig,
-    row: int = 0,
 ) -> _Checked:
     """Validate one query in plan_send's order; ``hour_probs`` (one row) is range-checked here
     when given, else ``probs_problem`` already says whether its row is usable."""
@@ -354,17 +351,7 @@ def check_query(
     if query.quiet_hours is not None:
         _validate_quiet_hours(query.quiet_hours)
     table, defaulted = _resolve_zone(query.zone, config)
-    return _Checked(row, query, now_us, max(start_us, now_us), end_us, table, defaulted)
-
-
-def _plan_checked(
-    hour_probs: npt.NDArray[np.floating],
-    checked: Sequence[_Checked],
-    config: PolicyConfig,
-    channel_model: ChannelModel | None = None,
-) -> list[SendPlan]:
-    """Plans for validated queries, one customer at a time."""
-    return [_plan_one(hour_probs[item.row].tolist(), item, config, channel_model) for item in checked]
+    return _Checked(query, now_us, max(start_us, now_us), end_us, table, defaulted)
 
 
 def _plan_one(
