@@ -446,10 +446,7 @@ def _channels(
     """The customer's channels ranked by the probability of engagement at the channel's best
     allowed slot, and whether that ranking is the population's (no sends on any channel, as
     ChannelModel.cold_start says). ``times`` caches a candidate's datetime, shared with the plan."""
-    best, engaged = model.best(
-        [query.channel_rates], [query.channel_sends], np.array([probs]), np.array([local_hours])
-    )
-    index, p = best[0].tolist(), engaged[0].tolist()
+    index, p = model.best_one(query.channel_rates, query.channel_sends, probs, local_hours)
     choices = []
     for c in sorted(range(len(p)), key=p.__getitem__, reverse=True):  # stable: ties in channel order
         if query.channel is not None and CHANNEL_NAMES[c] != query.channel:

@@ -505,8 +505,9 @@ def _channels(
     probs = np.where(real, probs, probs[:, :1])
     hours = np.where(real, c.hours[shown], c.hours[shown][:, :1])
     rates, sends = inputs.channel_rates[rows], inputs.channel_sends[rows]
-    if len(rows) == 1:  # one customer: the model's plain-Python customer terms, as a Score's
-        best, engaged = model.best(rates.tolist(), sends.tolist(), probs, hours)
+    if len(rows) == 1:  # one customer: the model's plain-Python form, as a Score's
+        index, p = model.best_one(rates[0].tolist(), sends[0].tolist(), probs[0].tolist(), hours[0].tolist())
+        best, engaged = np.array([index]), np.array([p])
     else:
         best, engaged = model.best(rates, sends, probs, hours)
     order = (-engaged).argsort(axis=1, kind="stable")  # ties in channel order

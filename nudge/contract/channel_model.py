@@ -33,6 +33,7 @@ import functools
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,10 +198,10 @@ class ChannelModel:
         """``best_slots(probabilities(...))`` for the serving path: per customer and channel the
         best candidate and its probability, (n, 3) each. The link is monotone, so the best slot
         is the one with the largest linear predictor and the link runs on those 3n values only,
-        in a handful of numpy calls (a single-customer Score pays ~1 µs per call), the customer
-        terms of one customer in plain Python. Inputs as :meth:`probabilities`, already
-        validated by the caller: local hours 0..23, (n, k), or (1, k) when every row's
-        candidates are the same hours (a group of customers sharing a zone and window)."""
+        in a handful of numpy calls. Inputs as :meth:`probabilities`, already validated by the
+        caller: local hours 0..23, (n, k), or (1, k) when every row's candidates are the same
+        hours (a group of customers sharing a zone and window). :meth:`best_one` is the form
+        for one customer."""
         # NaN: no opinion (1/168); the floor keeps a ruled-out slot finite.
         slot = np.full(slot_probability.shape, 1.0 / SLOTS_PER_WEEK)
         np.fmax(
@@ -211,34 +212,67 @@ class ChannelModel:
         eta = self._arrays.by_hour[local_hour] + slot[:, :, None]  # (n, k, 3)
         index = eta.argmax(axis=1)  # (n, 3)
         top = eta.max(axis=1)
-        top += self._customer_terms(rates, sends)
+        top += np.log(self.shrunk_rates(rates, sends)) @ self._arrays.weights + self._arrays.offset
+        return index, self._link(top)
+
+    def _link(self, top: FloatArray) -> FloatArray:
+        """P from the linear predictor, clipped to the probability range first (in place)."""
         lo, hi = self._arrays.eta_bounds
         np.minimum(np.maximum(top, lo, out=top), hi, out=top)
         if self.link == "cloglog":
-            return index, -np.expm1(-np.exp(top))
-        return index, 1.0 / (1.0 + np.exp(-top))
+            return -np.expm1(-np.exp(top))
+        return 1.0 / (1.0 + np.exp(-top))
 
-    def _customer_terms(self, rates: npt.ArrayLike, sends: npt.ArrayLike) -> FloatArray:
-        """(n, 3) the linear predictor's customer part: offset + log(shrunk rates) @ weights."""
-        if not (isinstance(rates, list | tuple) and isinstance(sends, list | tuple) and len(rates) == 1):
-            return np.log(self.shrunk_rates(rates, sends)) @ self._arrays.weights + self._arrays.offset
-        mass, strength, weights, offset = self._lists
+    def best_one(
+        self,
+        rates: Sequence[float],
+        sends: Sequence[float],
+        slot_probability: Sequence[float],
+        local_hour: Sequence[int],
+    ) -> tuple[list[int], list[float]]:
+        """:meth:`best` of one customer (a Score), the candidates walked in plain Python: on
+        ~24 candidates numpy's per-call cost outweighs its speed (best's ~20 calls took ~37 µs
+        of a Score in situ). The slot probabilities' logarithms and the link run in numpy, one
+        call each, as in :meth:`best`; the customer terms in plain Python (equal to best's to
+        the last bits: tests/unit/test_channel_model.py)."""
+        _, _, _, _, by_channel, weight = self._lists
+        slot = np.log(
+            [1.0 / SLOTS_PER_WEEK if p != p else max(p, SLOT_PROBABILITY_FLOOR) for p in slot_probability]
+        )
+        slot *= weight
+        terms = slot.tolist()
+        index, top = [], []
+        for effect in by_channel:  # max and list.index take the first of equal values, as argmax
+            eta = [effect[hour] + term for hour, term in zip(local_hour, terms, strict=True)]
+            top.append(max(eta))
+            index.append(eta.index(top[-1]))
+        customer = self._customer_terms(rates, sends)
+        return index, self._link(np.array([t + u for t, u in zip(top, customer, strict=True)])).tolist()
+
+    def _customer_terms(self, rates: Sequence[float], sends: Sequence[float]) -> list[float]:
+        """One customer's part of the linear predictor, per channel: offset + log(shrunk rates)
+        @ weights, in plain Python (as :meth:`shrunk_rates` shrinks them: no sends, a missing
+        count or rate is no evidence)."""
+        mass, strength, weights, offset, _, _ = self._lists
         logs = [
             math.log(((x * k if k > 0 and x == x else 0.0) + m) / ((k if k > 0 and x == x else 0.0) + t))
-            for x, k, m, t in zip(rates[0], sends[0], mass, strength, strict=True)
+            for x, k, m, t in zip(rates, sends, mass, strength, strict=True)
         ]
-        terms = [o + sum(v * w[c] for v, w in zip(logs, weights, strict=True)) for c, o in enumerate(offset)]
-        return np.array([terms])
+        return [o + sum(v * w[c] for v, w in zip(logs, weights, strict=True)) for c, o in enumerate(offset)]
 
     @functools.cached_property
-    def _lists(self) -> tuple[list[float], list[float], list[list[float]], list[float]]:
-        """The arrays :meth:`_customer_terms` reads for one customer, as Python floats."""
+    def _lists(
+        self,
+    ) -> tuple[list[float], list[float], list[list[float]], list[float], list[list[float]], float]:
+        """The arrays :meth:`best_one` reads, as Python floats."""
         arrays = self._arrays
         return (
             arrays.prior_mass.tolist(),
             arrays.strength.tolist(),
             arrays.weights.tolist(),
             arrays.offset.tolist(),
+            arrays.by_hour.T.tolist(),  # per channel, by local hour
+            float(self.slot_weight),
         )
 
     @staticmethod

@@ -58,11 +58,30 @@ def test_best_is_the_argmax_of_the_probabilities(link: str) -> None:
     expected_index, expected = ChannelModel.best_slots(model(link).probabilities(rates, sends, slot_p, hour))
     assert np.array_equal(index, expected_index)
     np.testing.assert_allclose(best, expected, rtol=1e-12)
-    for i in range(len(rates)):  # one customer (a Score) takes the plain-Python customer terms
-        rate, sent = [tuple(rates[i].tolist())], [tuple(sends[i].tolist())]  # as the policy passes them
-        one = model(link).best(rate, sent, slot_p[i : i + 1], hour[i : i + 1])
-        assert np.array_equal(one[0], expected_index[i : i + 1])
-        np.testing.assert_allclose(one[1], expected[i : i + 1], rtol=1e-12)
+    for i in range(len(rates)):  # one customer (a Score) takes the plain-Python form
+        rate, sent = tuple(rates[i].tolist()), tuple(sends[i].tolist())  # as the policy passes them
+        one_index, one = model(link).best_one(rate, sent, slot_p[i].tolist(), hour[i].tolist())
+        assert one_index == expected_index[i].tolist()
+        np.testing.assert_allclose(one, expected[i], rtol=1e-12)
+        # The same customer alone in a batch: its probabilities to the last bits, but for the
+        # customer terms (plain Python there, numpy here).
+        alone_index, alone = model(link).best(
+            rates[i : i + 1], sends[i : i + 1], slot_p[i : i + 1], hour[i : i + 1]
+        )
+        assert (alone_index[0].tolist(), alone[0].tolist()) == (one_index, pytest.approx(one, rel=1e-15))
+
+
+@pytest.mark.parametrize("link", ["cloglog", "logit"])
+def test_one_customer_ties_keep_the_first_candidate_as_argmax_does(link: str) -> None:
+    """Equal slot probabilities at equal local hours: the first such candidate wins on every
+    channel, in both forms (the policy's pads repeat a row's first candidate and must lose)."""
+    rates, sends = (0.2, 0.1, 0.3), (10.0, 5.0, 8.0)
+    slot_p, hour = [0.01, 0.02, 0.02, float("nan"), 0.02], [3, 20, 20, 20, 20]
+    index, _ = model(link).best_one(rates, sends, slot_p, hour)
+    batch_index, _ = model(link).best(
+        np.array([rates]), np.array([sends]), np.array([slot_p]), np.array([hour])
+    )
+    assert index == batch_index[0].tolist() == [1, 1, 1]
 
 
 def test_own_evidence_moves_the_answer_and_more_sends_move_it_further() -> None:
