@@ -296,14 +296,23 @@ def test_live_state_matches_batch_at_every_pair(data: Data) -> None:
 
 def test_states_as_columns_equal_each_state_finalised(data: Data) -> None:
     """finalise_columns (ScoreBatch's read) gives every feature finalise_many gives, to the bit,
-    for the parity pairs' states read together: at an instant after all of them, and at one
-    before many states' newest events (moved past them, as the server reads states)."""
+    for the parity pairs' states read together, and finalise_many of one state (Score's read)
+    what it gives among many: at an instant after all of them, and at one before many states'
+    newest events (moved past them, as the server reads states)."""
     ids, instants = pairs(data, np.random.default_rng(5))
     encoded = [state for _, _, state in replay(data, ids, instants)]
     for now, after_newest in ((int(instants.max()) + DAY, False), (int(np.median(instants)), True)):
         columns = finalise_columns(encoded, now, after_newest=after_newest)
         assert columns.numbers.shape == (len(encoded), len(NUMBER_REFS))
-        for i, expected in enumerate(finalise_many(encoded, now, after_newest=after_newest)):
+        together = finalise_many(encoded, now, after_newest=after_newest)
+        for i, expected in enumerate(together):
+            if i % 7 == 0:  # one state alone (a Score's read) holds what it holds among many
+                (alone,) = finalise_many([encoded[i]], now, after_newest=after_newest)
+                assert alone.keys() == expected.keys()
+                for ref, value in alone.items():
+                    want = expected[ref]
+                    same = np.array_equal(value, want) if isinstance(want, np.ndarray) else value == want
+                    assert same, (i, ref, value, want)
             assert columns.time_zones[i] == expected["customer_stats:time_zone"]
             for ref, got in zip(NUMBER_REFS, columns.numbers[i].tolist(), strict=True):
                 want = expected[ref]
