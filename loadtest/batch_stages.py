@@ -1,11 +1,12 @@
-"""ScoreBatch(100) and Score(1) in-process, stage by stage, on a real Redis stack; A/B over trees.
+"""ScoreBatch(100) and Score(1) in-process, stage by stage, on a real stack; A/B over trees.
 
-  .venv/bin/python loadtest/batch_stages.py [--rounds 6] [--repetitions 200] TREE [TREE ...]
+  .venv/bin/python loadtest/batch_stages.py [--rounds 6] [--repetitions 200] [--store sqlite] TREE [TREE ...]
 
 Builds a throw-away stack in a temporary directory (``nudge simulate``, ``nudge features``,
 ``feast apply``, ``feast materialize-incremental`` into a redis-server started on a free port,
-``nudge train``), using the first TREE's code. Then, for each of ``--rounds`` rounds, it measures
-every TREE (a source checkout, e.g. one exported with ``git archive``) in a process of its own
+or with ``--store sqlite`` into the repo's SQLite online store, the store the serving floors
+are judged on; ``nudge train``), using the first TREE's code. Then, for each of ``--rounds``
+rounds, it measures every TREE (a source checkout, e.g. one exported with ``git archive``) in a process of its own
 (``PYTHONPATH=TREE``), alternating the order (ABBA), so drift on a shared machine weighs on
 every tree alike. It prints, per tree, the median over rounds of each stage's per-round median
 (µs per call), and the ratio of each later tree to the first. Redis is stopped by PID and the
@@ -51,8 +52,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _redis() -> Iterator[str]:
-    """A redis-server on a free port, without persistence, stopped by PID afterwards."""
+def _redis(store: str) -> Iterator[str | None]:
+    """A redis-server on a free port, without persistence, stopped by PID afterwards (None and
+    no server for the SQLite store)."""
+    if store == "sqlite":
+        yield None
+        return
     port = _free_port()
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,14 +86,18 @@ def _cli(tree: Path, *argv: str) -> None:
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def build_stack(tree: Path, work: Path, redis_address: str, customers: int) -> dict[str, str]:
-    """Simulated data → features → Feast repo on Redis, materialised, live states loaded →
-    trained models."""
+def build_stack(tree: Path, work: Path, redis_address: str | None, customers: int) -> dict[str, str]:
+    """Simulated data → features → Feast repo on Redis (or, without ``redis_address``, on the
+    repo's SQLite online store, live states in SQLite beside it), materialised, live states
+    loaded → trained models."""
     repo, data, models = work / "repo", work / "data", work / "models"
     (repo / "data").mkdir(parents=True)
     shutil.copy(tree / "feature_repo" / "definitions.py", repo)
-    yaml = (tree / "feature_repo" / "feature_store.redis.yaml").read_text()
-    (repo / "feature_store.yaml").write_text(yaml.replace("${NUDGE_REDIS}", redis_address))
+    if redis_address is None:
+        shutil.copy(tree / "feature_repo" / "feature_store.yaml", repo)
+    else:
+        yaml = (tree / "feature_repo" / "feature_store.redis.yaml").read_text()
+        (repo / "feature_store.yaml").write_text(yaml.replace("${NUDGE_REDIS}", redis_address))
     _cli(tree, "simulate", "--customers", str(customers), "--days", "120", "--seed", "11", "--out", str(data))
     sources = ["--events", str(data / "events.parquet"), "--customers", str(data / "customers.parquet")]
     _cli(tree, "features", *sources, "--repo", str(repo))
@@ -228,14 +237,20 @@ def main() -> int:
     parser.add_argument(
         "--customers", type=int, default=800, help="Simulated customers (default %(default)s)."
     )
+    parser.add_argument(
+        "--store",
+        choices=("redis", "sqlite"),
+        default="redis",
+        help="Online store and live states: Redis, or SQLite files (default %(default)s).",
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one tree, one round (JSON stack)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(json.loads(args.measure), args.batch_size, args.repetitions)))
         return 0
     trees = [t.resolve() for t in args.trees] or [ROOT]
-    with tempfile.TemporaryDirectory(prefix="nudge-stages-") as work, _redis() as address:
-        print(f"building the stack in {work} (Redis {address}) ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="nudge-stages-") as work, _redis(args.store) as address:
+        print(f"building the stack in {work} ({address or 'SQLite'}) ...", file=sys.stderr)
         stack = build_stack(trees[0], Path(work), address, args.customers)
         results: dict[Path, list[dict[str, dict[str, float]]]] = {tree: [] for tree in trees}
         for round_index in range(args.rounds):
