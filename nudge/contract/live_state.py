@@ -277,12 +277,8 @@ def finalise_many(
     for i, (data, p) in enumerate(zip(encoded, parsed, strict=True)):
         features: dict[str, object] = dict(zip(_STATS_REFS, _stats(data, p), strict=True))
         if p.engagements:
-            week, day, days = (
-                folded[i, :HOURS_PER_WEEK],
-                folded[i, HOURS_PER_WEEK:_DAY_OF_WEEK],
-                folded[i, _DAY_OF_WEEK:],
-            )
-            features.update(zip(_HISTOGRAM_REFS, (week, day, days, float(p.engagements)), strict=True))
+            features.update((ref, folded[i, start:stop]) for ref, (start, stop) in HISTOGRAM_COLUMNS.items())
+            features[_HISTOGRAM_REFS[-1]] = float(p.engagements)
         else:  # null before the first engagement, as no row exists then
             features.update(dict.fromkeys(_HISTOGRAM_REFS))
         finalised.append(features)
@@ -559,39 +555,39 @@ def _stats(data: bytes, p: _Parsed) -> tuple[object, ...]:
 _SENDS = [_KIND["email_send"], _KIND["sms_send"], _KIND["push_send"]]
 _RESPONSES = [_KIND[name] for name in ("email_open", "email_click", "sms_click", "push_open")]
 _UINT16, _UINT32 = struct.Struct("<H"), struct.Struct("<I")
-_STATS_REFS = tuple(
-    f"{STATS}:{name}"
-    for name in (
-        "purchase_count_7d",
-        "purchase_count_30d",
-        "purchase_count_90d",
-        "purchase_count_total",
-        "days_since_last_purchase",
-        "amount_total_90d",
-        "amount_avg",
-        "gap_mean_days",
-        "gap_std_days",
-        "cycle_ratio",
-        "decide_time_hours",
-        "site_visit_count_7d",
-        "site_visit_count_30d",
-        "cart_add_count_30d",
-        "sends_30d",
-        "email_open_rate_90d",
-        "email_click_rate_90d",
-        "sms_click_rate_90d",
-        "push_open_rate_90d",
-        "email_sends_90d",
-        "sms_sends_90d",
-        "push_sends_90d",
-        "days_since_last_engagement",
-        "engagement_count_decayed",
-        "hours_since_open_interest",
-        "open_interest_is_cart",
-        "tenure_days",
-        "time_zone",
-    )
+# The stats features in finalise's order, each with where finalise_columns takes it from: the
+# window counts of all states at once (_COUNTED, in this order too) or _parse (_Parsed.own).
+_COUNTED, _OWN = True, False
+_STATS = (
+    ("purchase_count_7d", _COUNTED),
+    ("purchase_count_30d", _COUNTED),
+    ("purchase_count_90d", _COUNTED),
+    ("purchase_count_total", _OWN),
+    ("days_since_last_purchase", _OWN),
+    ("amount_total_90d", _COUNTED),
+    ("amount_avg", _OWN),
+    ("gap_mean_days", _OWN),
+    ("gap_std_days", _OWN),
+    ("cycle_ratio", _OWN),
+    ("decide_time_hours", _OWN),
+    ("site_visit_count_7d", _COUNTED),
+    ("site_visit_count_30d", _COUNTED),
+    ("cart_add_count_30d", _COUNTED),
+    ("sends_30d", _COUNTED),
+    ("email_open_rate_90d", _COUNTED),
+    ("email_click_rate_90d", _COUNTED),
+    ("sms_click_rate_90d", _COUNTED),
+    ("push_open_rate_90d", _COUNTED),
+    ("email_sends_90d", _COUNTED),
+    ("sms_sends_90d", _COUNTED),
+    ("push_sends_90d", _COUNTED),
+    ("days_since_last_engagement", _OWN),
+    ("engagement_count_decayed", _OWN),
+    ("hours_since_open_interest", _OWN),
+    ("open_interest_is_cart", _OWN),
+    ("tenure_days", _OWN),
 )
+_STATS_REFS = (*(f"{STATS}:{name}" for name, _ in _STATS), f"{STATS}:time_zone")
 _HISTOGRAM_REFS = tuple(
     f"{HISTOGRAMS}:{name}"
     for name in ("hist_hour_of_week", "hist_hour_of_day", "hist_day_of_week", "hist_event_count")
@@ -600,29 +596,10 @@ _HISTOGRAM_REFS = tuple(
 FEATURE_REFS = frozenset(_STATS_REFS + _HISTOGRAM_REFS)
 # finalise_columns' numbers: every feature but the time zone and the three histograms.
 NUMBER_REFS = (*_STATS_REFS[:-1], _HISTOGRAM_REFS[-1])
-# Where in NUMBER_REFS: the features the window counts give (in finalise_columns' order), the
-# ones _parse gives (_Parsed.own, in order), and the engagement count.
-_AT_COUNTS = [
-    NUMBER_REFS.index(f"{STATS}:{name}")
-    for name in (
-        "purchase_count_7d",
-        "purchase_count_30d",
-        "purchase_count_90d",
-        "amount_total_90d",
-        "site_visit_count_7d",
-        "site_visit_count_30d",
-        "cart_add_count_30d",
-        "sends_30d",
-        "email_open_rate_90d",
-        "email_click_rate_90d",
-        "sms_click_rate_90d",
-        "push_open_rate_90d",
-        "email_sends_90d",
-        "sms_sends_90d",
-        "push_sends_90d",
-    )
-]
-_AT_OWN = [i for i in range(len(NUMBER_REFS) - 1) if i not in _AT_COUNTS]  # the rest, in order
+# Where in NUMBER_REFS (which starts with _STATS' features): those the window counts give (in
+# finalise_columns' order), those _parse gives (_Parsed.own, in order), and the engagement count.
+_AT_COUNTS = [i for i, (_, counted) in enumerate(_STATS) if counted]
+_AT_OWN = [i for i, (_, counted) in enumerate(_STATS) if not counted]
 _AT_EVENTS = len(NUMBER_REFS) - 1
 
 
