@@ -352,11 +352,16 @@ class Scorer:
                 now = to_datetime(us)
                 ids = [customer_ids[i] for i in indexes]
                 rows, states = live.read_columns(ids, now)
-                have = [i for i, cid in zip(indexes, ids, strict=True) if cid in rows]
+                have, found, rest = [], [], []  # with a state (and its row), without one
+                for i, cid in zip(indexes, ids, strict=True):
+                    row = rows.get(cid)
+                    if row is None:
+                        rest.append(i)
+                    else:
+                        have.append(i)
+                        found.append(row)
                 if have:
-                    found = [rows[cid] for cid in ids if cid in rows]
                     parts.append((have, FeatureColumns.from_live(kinds, states, found, us)))
-                rest = [i for i, cid in zip(indexes, ids, strict=True) if cid not in rows]
                 if rest:
                     read = reader.read([customer_ids[i] for i in rest], now)
                     parts.append((rest, FeatureColumns.from_features(kinds, read)))
