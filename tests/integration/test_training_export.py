@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -88,6 +89,10 @@ def test_exported_propensity_manifest_and_server_loader(propensity_dir: Path) ->
     assert manifest.created_at == "2026-05-01T12:30:05+00:00"
     assert len(onnx_bytes) > 0
     loaded = load_model(version_dir)  # the server's loader: sha256, shapes, cold-start smoke run
+    # skl2onnx's label output and the nodes only it needs are cut: every call would run them.
+    assert [o.name for o in loaded.session.get_outputs()] == ["probabilities"]
+    graph = onnx.load_from_string(onnx_bytes)
+    assert "ArgMax" not in {node.op_type for node in graph.graph.node} and graph.producer_name == "skl2onnx"
     probs = loaded.predict(loaded.rows([{}, {"customer_stats:f0": 1.0, "customer_stats:f1": 9.0}]))
     assert probs.shape == (2, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
@@ -182,6 +187,7 @@ def test_send_time_logit_exports_with_parity_including_unknown_recency_and_cold_
     checked = np.vstack([x[:1000], cold_row])
     exported = export_checked(model, checked, "send_time")
     assert exported.max_abs_diff <= 1e-5
+    assert [o.name for o in onnx.load_from_string(exported.onnx_bytes).graph.output] == ["probabilities"]
     probs = exported.probabilities
     assert probs.shape == (1001, SLOTS)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
