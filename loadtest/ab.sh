@@ -10,7 +10,9 @@
 #   STORE=sqlite|redis (sqlite)  WORKERS (1)  REPS (3)
 #   FEAST=1    also Feast's own gRPC feature server (`feast listen`) on the same store, called
 #              in the same runs as Score (nudge bench --feast-peer)
-#   BOUND=1    also loadtest/bound_server.py (this checkout's): the fastest answers possible
+#   BOUND=1    also loadtest/bound_server.py (this checkout's): the fastest answers possible,
+#              measured as the trees are (against Feast with FEAST=1, in the open loop with
+#              OPEN=1; it is one process whatever WORKERS says)
 #   OPEN=1     also the open loop: 1,000 RPS for 20 s over 8 connections, Score only
 # Per rep and server: `nudge bench --duration 6 --rounds 4` (Score vs the no-op Check) and
 # `--call ScoreBatch --batch-size 100 --duration 6`. JSON reports go to OUT; a summary (medians
@@ -91,12 +93,10 @@ for rep in $(seq 1 "$REPS"); do
     if [ $((rep % 2)) -eq 0 ]; then order=($(printf '%s\n' "${order[@]}" | tac)); fi
     for i in "${order[@]}"; do
         name=${NAMES[$i]}
-        peer=("${PEER[@]}")
-        [ "$name" = bound ] && peer=()
-        bench "${PORTS[$i]}" --duration 6 --rounds 4 "${peer[@]}" --out "$OUT/score-$name-$rep.json"
+        bench "${PORTS[$i]}" --duration 6 --rounds 4 "${PEER[@]}" --out "$OUT/score-$name-$rep.json"
         bench "${PORTS[$i]}" --call ScoreBatch --batch-size 100 --duration 6 --rounds 1 --no-baseline \
             --out "$OUT/batch-$name-$rep.json"
-        if [ "$OPEN" = 1 ] && [ "$name" != bound ]; then
+        if [ "$OPEN" = 1 ]; then
             bench "${PORTS[$i]}" --rps 1000 --duration 20 --connections 8 --rounds 1 --no-baseline --warmup 2s \
                 --out "$OUT/open-$name-$rep.json"
         fi
