@@ -614,34 +614,26 @@ def _folded(encoded: Sequence[bytes], parsed: Sequence[_Parsed]) -> npt.NDArray[
     zeros, before the first engagement, stays zeros). All the states' weeks as one matrix: a
     few numpy calls whatever their number."""
     n = len(parsed)
-    if n == 1:  # Score's read
-        return _folded_one(encoded[0], parsed[0])[np.newaxis]
     folded = np.zeros((n, _FOLDED))
     week = folded[:, :HOURS_PER_WEEK]
-    pairs = list(zip(encoded, parsed, strict=True))
-    slots = np.frombuffer(b"".join(d[p.histogram_at : p.histogram_at + p.used] for d, p in pairs), np.uint8)
-    weights = np.frombuffer(
-        b"".join(d[p.histogram_at + p.used : p.histogram_at + 9 * p.used] for d, p in pairs), "<f8"
-    )
-    week[np.repeat(np.arange(n), [p.used for p in parsed]), slots] = weights
+    if n == 1:  # Score's read: the week straight from the state's bytes, no join (~4 µs less)
+        data, p = encoded[0], parsed[0]
+        week[0, np.frombuffer(data, np.uint8, p.used, p.histogram_at)] = np.frombuffer(
+            data, "<f8", p.used, p.histogram_at + p.used
+        )
+    else:
+        pairs = list(zip(encoded, parsed, strict=True))
+        slots = np.frombuffer(
+            b"".join(d[p.histogram_at : p.histogram_at + p.used] for d, p in pairs), np.uint8
+        )
+        weights = np.frombuffer(
+            b"".join(d[p.histogram_at + p.used : p.histogram_at + 9 * p.used] for d, p in pairs), "<f8"
+        )
+        week[np.repeat(np.arange(n), [p.used for p in parsed]), slots] = weights
     day_hour = week.reshape(n, 7, 24)
     day_hour.sum(axis=1, out=folded[:, HOURS_PER_WEEK:_DAY_OF_WEEK])
     day_hour.sum(axis=2, out=folded[:, _DAY_OF_WEEK:])
     folded *= 1.0 / np.maximum(folded[:, _DAY_OF_WEEK:].sum(axis=1, keepdims=True), _TINY)
-    return folded.astype(np.float32)
-
-
-def _folded_one(data: bytes, p: _Parsed) -> npt.NDArray[np.float32]:
-    """:func:`_folded` of one state, as a row: the same sums and scaling in the same order, so
-    the same bits (tests/unit/test_live_state.py), in half the numpy calls (7.5 µs, not 11)."""
-    folded = np.zeros(_FOLDED)
-    folded[np.frombuffer(data, np.uint8, p.used, p.histogram_at)] = np.frombuffer(
-        data, "<f8", p.used, p.histogram_at + p.used
-    )
-    day_hour = folded[:HOURS_PER_WEEK].reshape(7, 24)
-    day_hour.sum(axis=0, out=folded[HOURS_PER_WEEK:_DAY_OF_WEEK])
-    day_hour.sum(axis=1, out=folded[_DAY_OF_WEEK:])
-    folded *= 1.0 / max(float(folded[_DAY_OF_WEEK:].sum()), _TINY)
     return folded.astype(np.float32)
 
 
