@@ -311,7 +311,11 @@ def test_states_as_columns_equal_each_state_finalised(data: Data) -> None:
                 assert alone.keys() == expected.keys()
                 for ref, value in alone.items():
                     want = expected[ref]
-                    same = np.array_equal(value, want) if isinstance(want, np.ndarray) else value == want
+                    same = (
+                        np.array_equal(np.asarray(value), want)
+                        if isinstance(want, np.ndarray)
+                        else value == want
+                    )
                     assert same, (i, ref, value, want)
             assert columns.time_zones[i] == expected["customer_stats:time_zone"]
             for ref, got in zip(NUMBER_REFS, columns.numbers[i].tolist(), strict=True):
