@@ -13,7 +13,9 @@
 #   BOUND=1    also loadtest/bound_server.py (this checkout's): the fastest answers possible,
 #              measured as the trees are (against Feast with FEAST=1, in the open loop with
 #              OPEN=1; it is one process whatever WORKERS says)
-#   OPEN=1     also the open loop: 1,000 RPS for 20 s over 8 connections, Score only
+#   OPEN=1     also the open loop: 1,000 RPS for 20 s over 8 connections, Score only, with the
+#              server's CPU per process (--watch-server): with WORKERS > 1 the summary gives each
+#              worker's share
 # Per rep and server: `nudge bench --duration 6 --rounds 4` (Score vs the no-op Check) and
 # `--call ScoreBatch --batch-size 100 --duration 6`. JSON reports go to OUT; a summary (medians
 # over reps) is printed at the end. The stack is loadtest/stack.sh's (3,000 simulated customers,
@@ -98,7 +100,7 @@ for rep in $(seq 1 "$REPS"); do
             --out "$OUT/batch-$name-$rep.json"
         if [ "$OPEN" = 1 ]; then
             bench "${PORTS[$i]}" --rps 1000 --duration 20 --connections 8 --rounds 1 --no-baseline --warmup 2s \
-                --out "$OUT/open-$name-$rep.json"
+                --watch-server "${PIDS[$i]}" --out "$OUT/open-$name-$rep.json"
         fi
         echo "   rep $rep $name done (load average: $(cut -d' ' -f1 /proc/loadavg))"
     done
@@ -129,5 +131,15 @@ for name in names:
         f"{med([r['results']['Score']['latency_ms']['p99'] for r in open_]):>9} "
         f"{med([r['results']['Score']['errors'] for r in open_]):>12}"
     )
+for name in names:  # SO_REUSEPORT gives each connection to one worker: how evenly did they share?
+    splits = []
+    for r in reports("open", name):
+        server = r["server"]
+        # The workers: the children that worked (not the idle parent or resource tracker).
+        cores = [c for pid, p in server["processes"].items() if int(pid) != server["root_pid"] and (c := p["cpu_cores"])]
+        if len(cores) > 1:
+            splits.append("/".join(f"{100 * c / sum(cores):.0f}" for c in cores))
+    if splits:
+        print(f"{name}: open loop, each worker's share of the server's CPU, % per rep: {', '.join(splits)}")
 SUMMARY
 echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
